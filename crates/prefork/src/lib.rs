@@ -1,0 +1,96 @@
+//! `prefork`: the process-per-core model, the way Node's `cluster` works.
+//!
+//! A master process binds the listening socket, maps a shared stats region,
+//! and forks N workers. Each worker inherits the socket and accepts on it
+//! directly (`--balance shared`: the kernel hands each connection to
+//! whichever worker's `accept` wins), and runs one single-threaded event
+//! loop, like a Node process. CPU work runs on that loop and blocks it; that
+//! is the point of comparison with `threadpool`.
+//!
+//! - [`master`]: binding, forking, supervision (respawn with backoff, the
+//!   hung-worker timeout), graceful shutdown, the ready line.
+//! - [`worker`]: what a forked child runs: the orphan guard, a current-thread
+//!   tokio runtime, and the shared `service` crate.
+//! - [`region`]: the `MAP_SHARED` memory holding every worker's counters.
+//!
+//! The invariant that makes `fork` safe here: the master never starts a
+//! thread or an async runtime. A child of a multi-threaded process inherits
+//! only the forking thread, with any lock the others held stuck forever.
+
+pub mod master;
+pub mod region;
+pub mod worker;
+
+use clap::{Parser, ValueEnum};
+use service::cli::CommonArgs;
+
+pub use master::run;
+
+/// Command-line flags: the contract's, plus this model's own.
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "prefork",
+    version,
+    about = "The lab's process-per-core server (Node's cluster): a master forks \
+             workers that share one listening socket.",
+    long_about = None,
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// How connections are spread over the workers. `shared`: every worker
+    /// accepts on the one inherited socket and the kernel picks the winner.
+    #[arg(long, value_enum, default_value_t = Balance::Shared)]
+    pub balance: Balance,
+
+    /// Kill and replace a worker whose event loop has not ticked for this
+    /// long (0: never). Node's cluster has no such guard; gunicorn does.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub worker_timeout_ms: u64,
+
+    /// Where the `--dataset-mb` dataset is built. `before-fork`: once, in the
+    /// master, so workers share its pages copy-on-write (gunicorn's
+    /// preload_app). `per-worker`: each worker builds a private copy.
+    #[arg(long, value_enum, default_value_t = DatasetLoad::BeforeFork)]
+    pub dataset_load: DatasetLoad,
+
+    /// Test-only: every worker exits with status 3 as soon as it starts, to
+    /// exercise the respawn backoff.
+    #[arg(long, hide = true)]
+    pub die_at_boot: bool,
+}
+
+/// See [`Args::balance`].
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    Shared,
+}
+
+/// See [`Args::dataset_load`].
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetLoad {
+    BeforeFork,
+    PerWorker,
+}
+
+/// What can stop the master. Each names the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot map the shared stats region")]
+    Region(#[source] nix::Error),
+    #[error("cannot set up signal handling")]
+    Signals(#[source] nix::Error),
+    #[error("cannot fork a worker")]
+    Fork(#[source] nix::Error),
+    #[error("cannot wait for workers")]
+    Wait(#[source] nix::Error),
+    #[error("cannot write the ready line")]
+    Stdout(#[source] std::io::Error),
+}

@@ -1,0 +1,167 @@
+//! What a forked worker runs: one single-threaded event loop, like a Node
+//! process, serving the socket it inherited from the master.
+
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::{Pid, getppid};
+use service::dataset::Dataset;
+use service::job::{BoxFuture, Done, ExitRequested, Job, JobError, WorkerId};
+use service::slot::SlotState;
+use service::{App, Model, SlotTable};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::region::Region;
+use crate::{Args, DatasetLoad};
+
+/// Everything a worker inherits from the master across `fork`.
+#[derive(Debug)]
+pub struct WorkerContext {
+    pub args: Args,
+    pub listener: TcpListener,
+    pub region: Arc<Region>,
+    /// Built before the fork (`--dataset-load before-fork`), shared
+    /// copy-on-write with every worker.
+    pub dataset: Option<Arc<Dataset>>,
+    pub master_pid: u32,
+    pub started: Instant,
+    /// The signal mask before the master blocked its supervised signals.
+    pub original_mask: SigSet,
+}
+
+/// The worker's entry point, right after `fork` in the child. Never returns.
+pub fn run(context: &WorkerContext, slot: usize, master_signals: &SignalFd) -> ! {
+    // If the master dies, even by SIGKILL, the kernel kills us: no orphans.
+    // It could have died between `fork` and this line, in which case we were
+    // already re-parented; check for that too.
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err()
+        || getppid() != Pid::from_raw(context.master_pid as i32)
+    {
+        std::process::exit(1);
+    }
+    // The master's signal plumbing is not ours: close its signalfd and
+    // unblock the signals it reads, so tokio's handlers can see SIGTERM.
+    let _ = nix::unistd::close(master_signals.as_raw_fd());
+    let _ = context.original_mask.thread_set_mask();
+
+    // An uncaught panic ends a Node process; make it end this worker too
+    // (tokio would otherwise catch it and kill only the connection task).
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
+
+    if context.args.die_at_boot {
+        tracing::error!(slot, "--die-at-boot: exiting");
+        std::process::exit(3);
+    }
+    std::process::exit(match serve(context, slot) {
+        Ok(()) => 0,
+        Err(error) => {
+            tracing::error!(slot, %error, "worker failed");
+            1
+        }
+    })
+}
+
+fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
+    let pid = std::process::id();
+    context.region.as_ref().as_ref()[slot]
+        .pid
+        .store(pid, std::sync::atomic::Ordering::Relaxed);
+    let dataset = match context.args.dataset_load {
+        DatasetLoad::PerWorker if context.args.common.dataset_mb > 0 => {
+            Some(Arc::new(Dataset::generate(context.args.common.dataset_mb)))
+        }
+        _ => context.dataset.clone(),
+    };
+    // Built after the fork: a runtime's threads and epoll instance must
+    // belong to this process alone.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = context.listener.try_clone()?;
+    let slots: SlotTable = context.region.clone();
+    let app = Arc::new(App {
+        model: Arc::new(WorkerModel {
+            slot,
+            slots: context.region.clone(),
+            master_pid: context.master_pid,
+            started: context.started,
+        }),
+        slots: slots.clone(),
+        loop_slot: slot,
+        loop_worker: WorkerId::Slot(slot),
+        dataset,
+        allow_crash: context.args.common.allow_crash,
+    });
+    let config = context.args.common.http_config();
+
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let ticker_slots = slots.clone();
+        tokio::spawn(
+            async move { service::ticker::run(&ticker_slots.as_ref().as_ref()[slot]).await },
+        );
+        slots.as_ref().as_ref()[slot].set_state(SlotState::Ready);
+        tracing::debug!(slot, pid, "accepting");
+        let shutdown = async {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        };
+        let drained = service::serve(listener, app, config, shutdown).await;
+        tracing::info!(slot, pid, ?drained, "worker stopped serving");
+        Ok(())
+    })
+}
+
+/// The prefork model: every job runs inline, on this worker's only thread.
+struct WorkerModel {
+    slot: usize,
+    slots: Arc<Region>,
+    master_pid: u32,
+    started: Instant,
+}
+
+impl Model for WorkerModel {
+    fn execute(&self, job: Job) -> BoxFuture<Result<Done, JobError>> {
+        let body = match job.run() {
+            Ok(body) => body,
+            Err(ExitRequested) => {
+                tracing::warn!(slot = self.slot, "exiting on request");
+                std::process::exit(1);
+            }
+        };
+        Box::pin(std::future::ready(Ok(Done {
+            worker: WorkerId::Slot(self.slot),
+            body,
+        })))
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let workers = self
+            .slots
+            .as_ref()
+            .as_ref()
+            .iter()
+            .enumerate()
+            .map(|(id, slot)| {
+                let mut entry = slot.stats_json(id);
+                entry.insert("loop_lag_ms".into(), slot.loop_lag_json());
+                entry.into()
+            })
+            .collect();
+        let mut doc = service::stats_document("prefork", self.master_pid, self.started, workers);
+        doc.insert("balance".into(), "shared".into());
+        doc.into()
+    }
+}

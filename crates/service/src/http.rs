@@ -1,0 +1,390 @@
+//! The HTTP side of the contract: routing, validation, the `x-worker`
+//! header, connection limits and graceful shutdown. Every model serves
+//! through [`serve`]; only [`Model::execute`] and [`Model::stats`] differ.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::crash::CrashMode;
+use crate::dataset::Dataset;
+use crate::job::{BoxFuture, Job, JobError, WorkerId};
+use crate::kernel::ITERS_RANGE;
+use crate::slot::{InFlight, WorkerSlot};
+
+/// The largest request body accepted; larger ones get 413.
+pub const MAX_BODY: usize = 64 * 1024;
+/// The most request headers accepted; more get hyper's 431.
+pub const MAX_HEADERS: usize = 64;
+/// `/io?ms=` accepts this range; it defaults to 20.
+pub const IO_MS_RANGE: RangeInclusive<u64> = 0..=60_000;
+
+/// What makes one server model different from another, seen from a handler.
+pub trait Model: Send + Sync + 'static {
+    /// Runs a job: inline on the event loop, or somewhere else while the loop
+    /// goes on serving.
+    fn execute(&self, job: Job) -> BoxFuture<Result<crate::Done, JobError>>;
+
+    /// The `/stats` document.
+    fn stats(&self) -> serde_json::Value;
+}
+
+/// A table of worker slots, wherever it lives: an `mmap`ed region (prefork)
+/// or a plain allocation (threadpool).
+pub type SlotTable = Arc<dyn AsRef<[WorkerSlot]> + Send + Sync>;
+
+/// Everything a handler needs. One per event loop.
+pub struct App {
+    pub model: Arc<dyn Model>,
+    /// The slots; `loop_slot` indexes the one this event loop counts its
+    /// requests in.
+    pub slots: SlotTable,
+    pub loop_slot: usize,
+    /// Who this event loop is, for `x-worker` on work it does itself.
+    pub loop_worker: WorkerId,
+    pub dataset: Option<Arc<Dataset>>,
+    /// Whether `POST /crash` is enabled.
+    pub allow_crash: bool,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("loop_worker", &self.loop_worker)
+            .field("allow_crash", &self.allow_crash)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connection-level settings.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpConfig {
+    /// A client must finish sending its request headers within this time, or
+    /// the connection is closed: a slow client cannot hold a connection (and
+    /// in a single-threaded worker, a slot of attention) forever. This also
+    /// bounds how long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub grace: Duration,
+}
+
+/// How a graceful shutdown ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every connection finished within the grace period.
+    All,
+    /// The grace period ran out with connections still open.
+    TimedOut,
+}
+
+/// Accepts and serves connections until `shutdown` resolves, then stops
+/// accepting, lets in-flight requests finish within `config.grace` (idle
+/// keep-alive connections are closed at once), and returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    config: HttpConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Drained {
+    let mut http = http1::Builder::new();
+    // hyper enforces the header-read timeout only when it has a timer.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_headers(MAX_HEADERS);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(error) => {
+                        // Usually EMFILE or a connection reset before accept.
+                        // Back off briefly instead of spinning on the error.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                // Responses are small; do not let Nagle hold them back.
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = service_fn(move |req| handle(app.clone(), req));
+                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+
+    // Closing our copy of the listener stops this loop accepting. In prefork
+    // the socket itself stays open in the other processes.
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(open, "draining connections");
+    match tokio::time::timeout(config.grace, graceful.shutdown()).await {
+        Ok(()) => Drained::All,
+        Err(_) => Drained::TimedOut,
+    }
+}
+
+async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let slot = &app.slots.as_ref().as_ref()[app.loop_slot];
+    let _in_flight = InFlight::enter(slot);
+    let reply = route(&app, req).await.unwrap_or_else(|reply| reply);
+    let (worker, mut response) = (reply.worker.unwrap_or(app.loop_worker), reply.response);
+    // Failures a job had elsewhere were counted by whoever ran it.
+    if response.status().is_server_error() && worker == app.loop_worker {
+        slot.errors.fetch_add(1, Relaxed);
+    }
+    let header = HeaderValue::from_str(&worker.to_string()).expect("worker ids are ASCII");
+    response.headers_mut().insert("x-worker", header);
+    Ok(response)
+}
+
+/// An answer, and the worker that produced it when that is not the loop.
+struct Reply {
+    response: Response<Full<Bytes>>,
+    worker: Option<WorkerId>,
+}
+
+impl Reply {
+    fn new(status: StatusCode, body: impl Into<String>) -> Self {
+        Self::with_type(status, "text/plain; charset=utf-8", body.into())
+    }
+
+    fn ok(body: &'static str) -> Self {
+        Self::new(StatusCode::OK, body)
+    }
+
+    fn json(value: serde_json::Value) -> Self {
+        Self::with_type(StatusCode::OK, "application/json", value.to_string() + "\n")
+    }
+
+    fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Self {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        Self {
+            response,
+            worker: None,
+        }
+    }
+}
+
+impl From<crate::Done> for Reply {
+    fn from(done: crate::Done) -> Self {
+        Self {
+            worker: Some(done.worker),
+            ..Self::new(StatusCode::OK, done.body)
+        }
+    }
+}
+
+impl From<JobError> for Reply {
+    fn from(error: JobError) -> Self {
+        let status = match error {
+            JobError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            JobError::Panicked { .. } | JobError::WorkerExited { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut reply = Reply::new(status, format!("{error}\n"));
+        if let JobError::QueueFull { .. } = error {
+            reply
+                .response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        reply.worker = error.worker();
+        reply
+    }
+}
+
+/// Answers a request. Both arms of the result are answers; `Err` only lets
+/// validation use `?`.
+async fn route(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
+    let (parts, body) = req.into_parts();
+    read_body(parts.headers.get(CONTENT_LENGTH), body).await?;
+    let query = parts.uri.query();
+
+    let method = match parts.uri.path() {
+        "/" | "/health" | "/cpu" | "/io" | "/data" | "/stats" => Method::GET,
+        "/crash" => Method::POST,
+        _ => return Err(Reply::new(StatusCode::NOT_FOUND, "not found\n")),
+    };
+    if parts.method != method {
+        let mut reply = Reply::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} only accepts {method}\n", parts.uri.path()),
+        );
+        let allow = HeaderValue::from_str(method.as_str()).expect("method names are ASCII");
+        reply.response.headers_mut().insert(ALLOW, allow);
+        return Err(reply);
+    }
+
+    match parts.uri.path() {
+        "/" | "/health" => Ok(Reply::ok("ok\n")),
+        "/cpu" => {
+            let range = *ITERS_RANGE.start() as u64..=*ITERS_RANGE.end() as u64;
+            let iters = number_param(query, "iters", range, Some(5000))? as u32;
+            Ok(app.model.execute(Job::Cpu { iters }).await?.into())
+        }
+        "/io" => {
+            let ms = number_param(query, "ms", IO_MS_RANGE, Some(20))?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(Reply::ok("io\n"))
+        }
+        "/data" => {
+            let Some(dataset) = app.dataset.as_ref().filter(|d| d.windows() > 0) else {
+                return Err(Reply::new(
+                    StatusCode::NOT_FOUND,
+                    "no dataset: start the server with --dataset-mb\n",
+                ));
+            };
+            let key = number_param(query, "key", 0..=u64::MAX, None)?;
+            let sum = dataset.checksum(key).expect("dataset is not empty");
+            Ok(Reply::new(StatusCode::OK, sum + "\n"))
+        }
+        "/stats" => Ok(Reply::json(app.model.stats())),
+        "/crash" => {
+            if !app.allow_crash {
+                return Err(Reply::new(
+                    StatusCode::FORBIDDEN,
+                    "/crash is disabled: start the server with --allow-crash\n",
+                ));
+            }
+            let how = param(query, "how")
+                .and_then(|how| how.parse::<CrashMode>().ok())
+                .ok_or_else(|| {
+                    Reply::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("parameter `how` must be one of {}\n", CrashMode::NAMES),
+                    )
+                })?;
+            Ok(app.model.execute(Job::Crash(how)).await?.into())
+        }
+        _ => unreachable!("every path was matched above"),
+    }
+}
+
+/// Reads (and discards) the request body, refusing more than [`MAX_BODY`].
+async fn read_body(length: Option<&HeaderValue>, body: Incoming) -> Result<(), Reply> {
+    let too_large = || Reply::new(StatusCode::PAYLOAD_TOO_LARGE, "request body over 64 KiB\n");
+    let declared = length
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    // The common case, a GET with no body, costs nothing more.
+    if body.is_end_stream() {
+        return Ok(());
+    }
+    // A chunked body has no declared length, so count as it arrives.
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(_) => Ok(()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(Reply::new(
+            StatusCode::BAD_REQUEST,
+            "could not read the request body\n",
+        )),
+    }
+}
+
+/// The first value of query parameter `name`, if present.
+fn param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// Parses an integer query parameter in `range`. `default` is used when the
+/// parameter is absent; without one the parameter is required.
+fn number_param(
+    query: Option<&str>,
+    name: &str,
+    range: RangeInclusive<u64>,
+    default: Option<u64>,
+) -> Result<u64, Reply> {
+    let bad = |problem: &str| {
+        Reply::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "parameter `{name}` {problem}: expected an integer in {}..={}\n",
+                range.start(),
+                range.end()
+            ),
+        )
+    };
+    match (param(query, name), default) {
+        (None, Some(default)) => Ok(default),
+        (None, None) => Err(bad("is missing")),
+        (Some(raw), _) => match raw.parse::<u64>() {
+            Ok(value) if range.contains(&value) => Ok(value),
+            Ok(_) => Err(bad("is out of range")),
+            Err(_) => Err(bad("is not a number")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_take_the_first_match_and_tolerate_bare_keys() {
+        assert_eq!(param(Some("a=1&b=2&a=3"), "a"), Some("1"));
+        assert_eq!(param(Some("flag&b=2"), "flag"), Some(""));
+        assert_eq!(param(Some("b=2"), "a"), None);
+        assert_eq!(param(None, "a"), None);
+    }
+
+    #[test]
+    fn number_params_validate_presence_type_and_range() {
+        let status = |r: Result<u64, Reply>| r.err().map(|reply| reply.response.status());
+        assert_eq!(number_param(None, "n", 1..=9, Some(5)).ok(), Some(5));
+        assert_eq!(number_param(Some("n=9"), "n", 1..=9, None).ok(), Some(9));
+        assert_eq!(
+            status(number_param(None, "n", 1..=9, None)),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(number_param(Some("n=x"), "n", 1..=9, None)),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(number_param(Some("n=0"), "n", 1..=9, None)),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(number_param(Some("n=-1"), "n", 1..=9, None)),
+            Some(StatusCode::BAD_REQUEST)
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! Everything the server models share, and nothing about processes or threads.
+//!
+//! The lab compares two ways of using every core, `prefork` (processes, like
+//! Node's `cluster`) and `threadpool` (threads, like `worker_threads`). For the
+//! comparison to be fair they must do identical work per request, so all of
+//! it lives here:
+//!
+//! - [`http`]: the contract's endpoints on hyper, validation, `x-worker`,
+//!   connection limits and graceful shutdown ([`serve`]). A model plugs in
+//!   through the [`Model`] trait: where jobs run, and what `/stats` says.
+//! - [`job`]: the work a model may move off the event loop ([`Job`]).
+//! - [`kernel`]: the CPU work behind `/cpu` (PBKDF2-HMAC-SHA256).
+//! - [`slot`]: per-worker counters in a layout that works in shared memory
+//!   across processes as well as in an `Arc` across threads.
+//! - [`ticker`]: the 10 ms timer that measures event-loop lag and writes the
+//!   heartbeat supervisors use to find hung workers.
+//! - [`dataset`]: the read-only bytes behind `/data`, for the memory lesson.
+//! - [`crash`]: the faults behind `/crash`.
+//! - [`cli`]: the contract's flags, shared by every binary.
+//!
+//! The crate never forks, spawns threads or builds a runtime: those choices
+//! are what distinguishes the models, so they stay in the model crates.
+
+pub mod cli;
+pub mod crash;
+pub mod dataset;
+pub mod http;
+pub mod job;
+pub mod kernel;
+pub mod slot;
+pub mod ticker;
+
+pub use http::{App, Drained, HttpConfig, Model, SlotTable, serve};
+pub use job::{BoxFuture, Done, ExitRequested, Job, JobError, WorkerId};
+
+/// The one line a server prints on stdout, once every worker accepts
+/// requests. Harnesses and tests wait for it.
+pub fn ready_line(model: &str, addr: std::net::SocketAddr, workers: usize) -> String {
+    serde_json::json!({
+        "event": "ready",
+        "model": model,
+        "addr": addr.to_string(),
+        "pid": std::process::id(),
+        "workers": workers,
+    })
+    .to_string()
+}
+
+/// The `/stats` document's common part; a model inserts its own fields.
+/// `pid` is the server's: the process the caller started (prefork's master).
+pub fn stats_document(
+    model: &str,
+    pid: u32,
+    started: std::time::Instant,
+    workers: Vec<serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut doc = serde_json::Map::new();
+    doc.insert("model".into(), model.into());
+    doc.insert("pid".into(), pid.into());
+    doc.insert(
+        "uptime_ms".into(),
+        (started.elapsed().as_millis() as u64).into(),
+    );
+    doc.insert("workers".into(), workers.into());
+    doc
+}

@@ -86,9 +86,10 @@ mod tests {
         match unsafe { fork() }.unwrap() {
             ForkResult::Child => {
                 region.as_ref()[1].requests.store(42, Relaxed);
-                // Ends the child at once, without running the harness's
-                // destructors or atexit handlers a second time.
-                nix::unistd::_exit(0)
+                // SAFETY: `_exit` ends the child at once, running none of the
+                // atexit handlers that could block on a lock another test
+                // thread held at the moment of the fork.
+                unsafe { libc::_exit(0) }
             }
             ForkResult::Parent { child } => {
                 assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));

@@ -251,11 +251,12 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
         "/" | "/health" => Ok(Reply::ok("ok\n")),
         "/cpu" => {
             let range = *ITERS_RANGE.start() as u64..=*ITERS_RANGE.end() as u64;
-            let iters = number_param(query, "iters", range, Some(5000))? as u32;
+            let iters =
+                number_param(query, "iters", range, Some(5000)).map_err(bad_request)? as u32;
             Ok(app.model.execute(Job::Cpu { iters }).await?.into())
         }
         "/io" => {
-            let ms = number_param(query, "ms", IO_MS_RANGE, Some(20))?;
+            let ms = number_param(query, "ms", IO_MS_RANGE, Some(20)).map_err(bad_request)?;
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(Reply::ok("io\n"))
         }
@@ -266,7 +267,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
                     "no dataset: start the server with --dataset-mb\n",
                 ));
             };
-            let key = number_param(query, "key", 0..=u64::MAX, None)?;
+            let key = number_param(query, "key", 0..=u64::MAX, None).map_err(bad_request)?;
             let sum = dataset.checksum(key).expect("dataset is not empty");
             Ok(Reply::new(StatusCode::OK, sum + "\n"))
         }
@@ -281,10 +282,10 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
             let how = param(query, "how")
                 .and_then(|how| how.parse::<CrashMode>().ok())
                 .ok_or_else(|| {
-                    Reply::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("parameter `how` must be one of {}\n", CrashMode::NAMES),
-                    )
+                    bad_request(format!(
+                        "parameter `how` must be one of {}\n",
+                        CrashMode::NAMES
+                    ))
                 })?;
             Ok(app.model.execute(Job::Crash(how)).await?.into())
         }
@@ -325,32 +326,32 @@ fn param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 }
 
 /// Parses an integer query parameter in `range`. `default` is used when the
-/// parameter is absent; without one the parameter is required.
+/// parameter is absent; without one the parameter is required. The error is
+/// the one-line message a 400 carries.
 fn number_param(
     query: Option<&str>,
     name: &str,
     range: RangeInclusive<u64>,
     default: Option<u64>,
-) -> Result<u64, Reply> {
-    let bad = |problem: &str| {
-        Reply::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "parameter `{name}` {problem}: expected an integer in {}..={}\n",
-                range.start(),
-                range.end()
-            ),
-        )
-    };
-    match (param(query, name), default) {
-        (None, Some(default)) => Ok(default),
-        (None, None) => Err(bad("is missing")),
+) -> Result<u64, String> {
+    let problem = match (param(query, name), default) {
+        (None, Some(default)) => return Ok(default),
+        (None, None) => "is missing",
         (Some(raw), _) => match raw.parse::<u64>() {
-            Ok(value) if range.contains(&value) => Ok(value),
-            Ok(_) => Err(bad("is out of range")),
-            Err(_) => Err(bad("is not a number")),
+            Ok(value) if range.contains(&value) => return Ok(value),
+            Ok(_) => "is out of range",
+            Err(_) => "is not a number",
         },
-    }
+    };
+    Err(format!(
+        "parameter `{name}` {problem}: expected an integer in {}..={}\n",
+        range.start(),
+        range.end()
+    ))
+}
+
+fn bad_request(message: String) -> Reply {
+    Reply::new(StatusCode::BAD_REQUEST, message)
 }
 
 #[cfg(test)]
@@ -367,24 +368,16 @@ mod tests {
 
     #[test]
     fn number_params_validate_presence_type_and_range() {
-        let status = |r: Result<u64, Reply>| r.err().map(|reply| reply.response.status());
-        assert_eq!(number_param(None, "n", 1..=9, Some(5)).ok(), Some(5));
-        assert_eq!(number_param(Some("n=9"), "n", 1..=9, None).ok(), Some(9));
+        assert_eq!(number_param(None, "n", 1..=9, Some(5)), Ok(5));
+        assert_eq!(number_param(Some("n=9"), "n", 1..=9, None), Ok(9));
+        let message = |q| number_param(q, "n", 1..=9, None).unwrap_err();
         assert_eq!(
-            status(number_param(None, "n", 1..=9, None)),
-            Some(StatusCode::BAD_REQUEST)
+            message(None),
+            "parameter `n` is missing: expected an integer in 1..=9\n"
         );
-        assert_eq!(
-            status(number_param(Some("n=x"), "n", 1..=9, None)),
-            Some(StatusCode::BAD_REQUEST)
-        );
-        assert_eq!(
-            status(number_param(Some("n=0"), "n", 1..=9, None)),
-            Some(StatusCode::BAD_REQUEST)
-        );
-        assert_eq!(
-            status(number_param(Some("n=-1"), "n", 1..=9, None)),
-            Some(StatusCode::BAD_REQUEST)
-        );
+        assert!(message(Some("n=x")).contains("is not a number"));
+        assert!(message(Some("n=-1")).contains("is not a number"));
+        assert!(message(Some("n=0")).contains("is out of range"));
+        assert!(message(Some("n=10")).contains("is out of range"));
     }
 }

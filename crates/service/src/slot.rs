@@ -166,7 +166,7 @@ mod tests {
     /// mean nothing in another process.
     #[test]
     fn slot_is_plain_data() {
-        assert_eq!(std::mem::size_of::<WorkerSlot>(), 2 * 4 + 9 * 8);
+        assert_eq!(std::mem::size_of::<WorkerSlot>(), 2 * 4 + 8 * 8);
         assert_eq!(std::mem::align_of::<WorkerSlot>(), 8);
     }
 

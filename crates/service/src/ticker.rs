@@ -49,7 +49,7 @@ pub async fn run(slot: &WorkerSlot) {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = false)]
+    #[tokio::test]
     async fn blocking_the_loop_shows_up_as_lag() {
         let slot: &'static WorkerSlot = Box::leak(Box::default());
         let ticker = tokio::spawn(run(slot));

@@ -1,1 +1,331 @@
+//! Test helpers for every server model, and the contract cases they share.
+//!
+//! - [`Server`] starts a real server binary on `127.0.0.1:0` in a process
+//!   group of its own, waits for the ready line, and on drop SIGKILLs the
+//!   whole group and reaps it: no test leaves a worker behind, even when an
+//!   assertion fails halfway.
+//! - [`Response`] and the request helpers speak HTTP/1.1 over a plain
+//!   `TcpStream`, so tests can also send what no HTTP client would
+//!   (malformed request lines, headers dribbled in slowly).
+//! - [`cases`] holds the contract checks every model must pass; each model's
+//!   test suite calls them with its own binary.
 
+pub mod cases;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// How long a server may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long any one test request may take before the test fails.
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running server under test.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// The address from the ready line.
+    pub addr: SocketAddr,
+    /// The ready line itself.
+    pub ready: serde_json::Value,
+    /// Everything the server wrote to stderr so far, collected by a thread.
+    stderr: Arc<Mutex<String>>,
+    /// Whatever the server wrote to stdout after its ready line, which the
+    /// contract says is nothing.
+    stdout_after_ready: Arc<Mutex<String>>,
+    /// Set once the child has been waited for.
+    status: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts `bin --listen 127.0.0.1:0 ARGS...` and waits for its ready line.
+    pub fn start(bin: &str, args: &[&str]) -> Server {
+        let mut server = Self::spawn(bin, args);
+        let line = server.read_ready_line();
+        let ready: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("ready line {line:?} is not JSON: {e}"));
+        assert_eq!(ready["event"], "ready", "{line}");
+        assert_eq!(ready["pid"], server.pid(), "{line}");
+        server.addr = ready["addr"].as_str().expect("addr").parse().expect("addr");
+        server.ready = ready;
+        server
+    }
+
+    /// Starts the server without waiting for it to become ready (for servers
+    /// that are expected never to be ready).
+    pub fn spawn(bin: &str, args: &[&str]) -> Server {
+        let mut child = Command::new(bin)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(args)
+            .env("RUST_LOG", "info")
+            // Its own process group, so that drop can kill the master and
+            // every worker with one signal.
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while pipe.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ready: serde_json::Value::Null,
+            stderr,
+            stdout_after_ready: Arc::default(),
+            status: None,
+        }
+    }
+
+    fn read_ready_line(&mut self) -> String {
+        let stdout = self.child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rest = self.stdout_after_ready.clone();
+        std::thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = stdout.read_line(&mut line);
+            let _ = tx.send(line);
+            let mut more = String::new();
+            while stdout.read_line(&mut more).unwrap_or(0) > 0 {
+                rest.lock().unwrap().push_str(&more);
+                more.clear();
+            }
+        });
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) if !line.is_empty() => line,
+            _ => panic!(
+                "no ready line within {READY_TIMEOUT:?}; stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    /// The server's (master's) pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// What the server printed on stdout after the ready line.
+    pub fn stdout_after_ready(&self) -> String {
+        self.stdout_after_ready.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` to the server process (not its workers).
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).expect("signal the server");
+    }
+
+    /// Waits up to `timeout` for the server to exit; `None` if it did not.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while self.status.is_none() && Instant::now() < deadline {
+            self.status = self.child.try_wait().expect("try_wait");
+            if self.status.is_none() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.status
+    }
+
+    /// SIGTERM, then waits up to 15 s for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_timeout(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("no exit within 15 s of SIGTERM; stderr:\n{}", self.stderr()))
+    }
+
+    /// Pids still alive in the server's process group (the master's and its
+    /// workers'), zombies excluded.
+    pub fn group_members(&self) -> Vec<u32> {
+        processes_in_group(self.pid())
+    }
+
+    /// Sends a GET with `Connection: close` and reads the whole response.
+    pub fn get(&self, path_and_query: &str) -> Response {
+        self.send(&format!(
+            "GET {path_and_query} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+        ))
+    }
+
+    /// Sends a POST with an empty body.
+    pub fn post(&self, path_and_query: &str) -> Response {
+        self.send(&format!(
+            "POST {path_and_query} HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ))
+    }
+
+    /// Sends raw bytes and parses whatever comes back before the server
+    /// closes the connection.
+    pub fn send(&self, raw: &str) -> Response {
+        self.try_send(raw.as_bytes())
+            .unwrap_or_else(|e| panic!("request {raw:?} failed: {e}; stderr:\n{}", self.stderr()))
+    }
+
+    /// Like [`Server::send`], but a failure (reset, no response) is returned.
+    pub fn try_send(&self, raw: &[u8]) -> std::io::Result<Response> {
+        let mut stream = self.connect()?;
+        stream.write_all(raw)?;
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes)?;
+        Response::parse(&bytes)
+    }
+
+    /// A connection with the test's I/O timeouts set.
+    pub fn connect(&self) -> std::io::Result<TcpStream> {
+        let stream = TcpStream::connect(self.addr)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(stream)
+    }
+
+    /// `GET /stats`, parsed.
+    pub fn stats(&self) -> serde_json::Value {
+        let response = self.get("/stats");
+        assert_eq!(response.status, 200, "{response:?}");
+        serde_json::from_str(&response.body).expect("/stats is JSON")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The master and its workers share the group we gave the master.
+        let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    fn parse(bytes: &[u8]) -> std::io::Result<Response> {
+        let invalid =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let text = String::from_utf8_lossy(bytes);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| invalid(&format!("no complete response in {text:?}")))?;
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| invalid("no status line"))?;
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+            .collect();
+        Ok(Response {
+            status,
+            headers,
+            body: body.to_string(),
+        })
+    }
+
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The `x-worker` header, which every response must carry.
+    pub fn worker(&self) -> &str {
+        self.header("x-worker")
+            .unwrap_or_else(|| panic!("no x-worker header in {self:?}"))
+    }
+}
+
+/// A GET on a fresh connection, for client threads that hold no [`Server`].
+pub fn get(addr: SocketAddr, path_and_query: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let request =
+        format!("GET {path_and_query} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("receive");
+    Response::parse(&bytes).expect("a response")
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Live (non-zombie) processes whose process group is `pgid`.
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // Fields after the parenthesised command name: state, ppid, pgrp.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
+        })
+        .collect()
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
+        .unwrap_or(false)
+}
+
+/// How an exit status reads in an assertion message.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => format!("{status:?}"),
+    }
+}

@@ -1,0 +1,241 @@
+//! What makes prefork prefork: a master that replaces dead and hung workers,
+//! never spins on a crash loop, and leaves no orphans.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use testkit::{Server, alive, describe, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_prefork");
+
+/// Worker pids by slot, from `/stats`.
+fn pids(server: &Server) -> Vec<u64> {
+    workers(server)
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect()
+}
+
+fn workers(server: &Server) -> Vec<Value> {
+    server.stats()["workers"].as_array().unwrap().clone()
+}
+
+fn all_ready(server: &Server) -> bool {
+    workers(server).iter().all(|w| w["state"] == "ready")
+}
+
+/// Waits until exactly one slot has a new, ready worker, and returns that
+/// slot. Panics (with the server's log) if that takes over `within`.
+fn one_slot_replaced(server: &Server, before: &[u64], within: Duration) -> usize {
+    let mut replaced = None;
+    let done = wait_until(within, || {
+        let now = pids(server);
+        let changed: Vec<usize> = (0..before.len()).filter(|&i| now[i] != before[i]).collect();
+        replaced = changed.first().copied();
+        changed.len() == 1 && all_ready(server)
+    });
+    assert!(
+        done,
+        "no single replacement within {within:?}; stderr:\n{}",
+        server.stderr()
+    );
+    replaced.unwrap()
+}
+
+#[test]
+fn a_killed_worker_is_replaced_in_its_slot() {
+    let server = Server::start(BIN, &["--workers", "2"]);
+    let before = pids(&server);
+    kill(Pid::from_raw(before[0] as i32), Signal::SIGKILL).unwrap();
+
+    assert_eq!(
+        one_slot_replaced(&server, &before, Duration::from_secs(2)),
+        0
+    );
+    let after = workers(&server);
+    assert_eq!(after[0]["restarts"], 1);
+    assert_eq!(after[1]["restarts"], 0);
+    assert_eq!(after[1]["pid"], before[1], "the other worker is untouched");
+    for _ in 0..20 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    assert!(
+        server.stderr().contains("killed by SIGKILL"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn crash_is_forbidden_without_the_flag() {
+    let server = Server::start(BIN, &["--workers", "1"]);
+    assert_eq!(server.post("/crash?how=abort").status, 403);
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn each_crash_kills_only_the_worker_that_served_it() {
+    let server = Server::start(
+        BIN,
+        &[
+            "--workers",
+            "2",
+            "--allow-crash",
+            "--worker-timeout-ms",
+            "600",
+        ],
+    );
+    for (mode, how_it_died) in [
+        ("panic", "exited with status 101"),
+        ("abort", "killed by SIGABRT"),
+        ("segv", "killed by SIGSEGV"),
+        ("exit", "exited with status 1"),
+    ] {
+        let before = pids(&server);
+        let result = server.try_send(
+            format!("POST /crash?how={mode} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(
+            result.is_err(),
+            "{mode}: the crashing request gets no answer: {result:?}"
+        );
+        let slot = one_slot_replaced(&server, &before, Duration::from_secs(5));
+        assert!(
+            !alive(before[slot] as u32),
+            "{mode}: the old worker is gone"
+        );
+        assert!(
+            server.stderr().contains(how_it_died),
+            "{mode}: {}",
+            server.stderr()
+        );
+        assert_eq!(
+            server.get("/cpu?iters=1").status,
+            200,
+            "{mode}: still serving"
+        );
+    }
+    let restarts: u64 = workers(&server)
+        .iter()
+        .map(|w| w["restarts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(restarts, 4);
+
+    // A hung worker never answers; the master notices the silent heartbeat.
+    let before = pids(&server);
+    let server_addr = server.addr;
+    let hung = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(server_addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        use std::io::{Read, Write};
+        stream
+            .write_all(b"POST /crash?how=hang HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        reply
+    });
+    one_slot_replaced(&server, &before, Duration::from_secs(5));
+    assert!(
+        hung.join().unwrap().is_empty(),
+        "the hung request gets no answer"
+    );
+    assert!(
+        server.stderr().contains("worker hung"),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn killing_the_master_leaves_no_worker() {
+    let mut server = Server::start(BIN, &["--workers", "3"]);
+    let workers = pids(&server);
+    server.signal(Signal::SIGKILL);
+    let status = server
+        .wait_timeout(Duration::from_secs(2))
+        .expect("master exits");
+    assert_eq!(describe(status), "signal 9");
+    assert!(
+        wait_until(Duration::from_secs(2), || workers
+            .iter()
+            .all(|&pid| !alive(pid as u32))),
+        "orphaned workers: {:?}",
+        workers
+            .iter()
+            .filter(|&&pid| alive(pid as u32))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_shutdown_still_works() {
+    let mut server = Server::spawn(BIN, &["--workers", "1", "--die-at-boot"]);
+    std::thread::sleep(Duration::from_secs(5));
+    let forks = server.stderr().matches("worker started").count();
+    assert!(
+        (3..=10).contains(&forks),
+        "{forks} forks in 5 s; stderr:\n{}",
+        server.stderr()
+    );
+
+    server.signal(Signal::SIGTERM);
+    let status = server
+        .wait_timeout(Duration::from_secs(2))
+        .expect("prompt exit on SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", describe(status));
+    assert!(server.group_members().is_empty());
+}
+
+#[test]
+fn connections_are_spread_over_workers() {
+    let server = Server::start(BIN, &["--workers", "2"]);
+    let addr = server.addr;
+    // Concurrent clients with CPU-bound requests: while one worker is busy
+    // computing, only the other can accept.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..40)
+                    .map(|_| testkit::get(addr, "/cpu?iters=2000").worker().to_string())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let served: HashSet<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(served.len() >= 2, "only {served:?} served 320 requests");
+}
+
+#[test]
+fn dataset_can_be_loaded_per_worker() {
+    let before_fork = Server::start(BIN, &["--workers", "2", "--dataset-mb", "2"]);
+    let per_worker = Server::start(
+        BIN,
+        &[
+            "--workers",
+            "2",
+            "--dataset-mb",
+            "2",
+            "--dataset-load",
+            "per-worker",
+        ],
+    );
+    for key in [0, 7, 31] {
+        let path = format!("/data?key={key}");
+        assert_eq!(
+            before_fork.get(&path).body,
+            per_worker.get(&path).body,
+            "{path}"
+        );
+    }
+}

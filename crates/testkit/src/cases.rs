@@ -1,0 +1,258 @@
+//! Contract checks every server model must pass. Each takes the binary to
+//! start (a test gets it from `env!("CARGO_BIN_EXE_...")`) and the flags
+//! that model needs on top of the contract's.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::{Response, Server};
+
+/// The contract's published `/cpu` vectors.
+pub const CPU_ITERS_1: &str = "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b";
+pub const CPU_ITERS_1000: &str = "632c2812e46d4604102ba7618e9d6d7d2f8128f6266b4a03264d2a0460b7dcb3";
+
+/// Every endpoint answers as the contract says, with `x-worker` on every
+/// response.
+pub fn endpoints(bin: &str, extra: &[&str]) {
+    let server = Server::start(
+        bin,
+        &[&["--workers", "2", "--dataset-mb", "1"], extra].concat(),
+    );
+    assert_eq!(server.ready["workers"], 2);
+
+    let ok = |path: &str| -> Response {
+        let response = server.get(path);
+        assert_eq!(response.status, 200, "GET {path}: {response:?}");
+        assert!(!response.worker().is_empty(), "GET {path}: {response:?}");
+        response
+    };
+    assert_eq!(ok("/").body, "ok\n");
+    assert_eq!(ok("/health").body, "ok\n");
+    assert_eq!(ok("/cpu?iters=1").body, format!("{CPU_ITERS_1}\n"));
+    assert_eq!(ok("/cpu?iters=1000").body, format!("{CPU_ITERS_1000}\n"));
+    let default_cpu = ok("/cpu").body;
+    assert_eq!(default_cpu.trim_end().len(), 64, "{default_cpu:?}");
+    assert_eq!(ok("/io?ms=5").body, "io\n");
+    assert_eq!(ok("/io").body, "io\n");
+
+    let sum = ok("/data?key=3").body;
+    assert_eq!(sum.trim_end().len(), 16, "{sum:?}");
+    assert!(
+        sum.trim_end().chars().all(|c| c.is_ascii_hexdigit()),
+        "{sum:?}"
+    );
+    assert_eq!(ok("/data?key=3").body, sum, "same key, same window");
+    assert_eq!(
+        ok("/data?key=19").body,
+        sum,
+        "1 MiB holds 16 windows: keys wrap"
+    );
+    assert_ne!(ok("/data?key=4").body, sum);
+
+    let stats = server.stats();
+    assert_eq!(stats["pid"], server.pid());
+    assert!(stats["uptime_ms"].as_u64().is_some(), "{stats}");
+    let workers = stats["workers"].as_array().expect("workers array");
+    assert_eq!(workers.len(), 2, "{stats}");
+    for (index, worker) in workers.iter().enumerate() {
+        assert_eq!(worker["id"], index, "{stats}");
+        for field in ["pid", "requests", "in_flight", "errors", "restarts"] {
+            assert!(
+                worker[field].as_u64().is_some(),
+                "worker {index} lacks {field}: {stats}"
+            );
+        }
+    }
+    let served: u64 = workers
+        .iter()
+        .map(|w| w["requests"].as_u64().unwrap())
+        .sum();
+    assert!(served >= 1, "{stats}");
+
+    drop(server);
+    let server = Server::start(bin, &[&["--workers", "1"], extra].concat());
+    let response = server.get("/data?key=1");
+    assert_eq!(response.status, 404, "no dataset: {response:?}");
+    assert!(response.body.contains("--dataset-mb"), "{response:?}");
+}
+
+/// Every kind of bad input gets its status, and the server keeps serving.
+pub fn bad_input(bin: &str, extra: &[&str]) {
+    let server = Server::start(bin, &[&["--workers", "2"], extra].concat());
+    // A connection opened before the abuse and used after it: bad requests
+    // on other connections must not disturb it.
+    let mut bystander = server.connect().expect("connect");
+
+    let cases: &[(&str, u16, &str)] = &[
+        ("GET /cpu?iters=x HTTP/1.1\r\n", 400, "iters"),
+        ("GET /cpu?iters=0 HTTP/1.1\r\n", 400, "1..=10000000"),
+        ("GET /cpu?iters=10000001 HTTP/1.1\r\n", 400, "iters"),
+        ("GET /cpu?iters=-5 HTTP/1.1\r\n", 400, "iters"),
+        ("GET /io?ms=60001 HTTP/1.1\r\n", 400, "0..=60000"),
+        ("GET /io?ms=soon HTTP/1.1\r\n", 400, "ms"),
+        ("GET /data?key=1 HTTP/1.1\r\n", 404, "dataset"),
+        ("GET /nowhere HTTP/1.1\r\n", 404, ""),
+        ("POST / HTTP/1.1\r\ncontent-length: 0\r\n", 405, "GET"),
+        ("POST /cpu HTTP/1.1\r\ncontent-length: 0\r\n", 405, "GET"),
+        ("GET /crash?how=panic HTTP/1.1\r\n", 405, "POST"),
+        (
+            "POST /crash?how=panic HTTP/1.1\r\ncontent-length: 0\r\n",
+            403,
+            "--allow-crash",
+        ),
+    ];
+    for (head, status, mention) in cases {
+        let response = server.send(&format!("{head}host: t\r\nconnection: close\r\n\r\n"));
+        assert_eq!(response.status, *status, "{head:?}: {response:?}");
+        assert!(
+            response.body.contains(mention),
+            "{head:?} should mention {mention:?}: {response:?}"
+        );
+        assert!(
+            response.body.lines().count() <= 1,
+            "one-line message: {response:?}"
+        );
+        assert!(
+            response.header("x-worker").is_some(),
+            "{head:?}: {response:?}"
+        );
+    }
+
+    // A body over 64 KiB, declared up front and sent chunked.
+    let big = "x".repeat(70 * 1024);
+    let declared = format!(
+        "POST /crash?how=panic HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{big}",
+        big.len()
+    );
+    assert_eq!(send_lenient(&server, &declared).status, 413);
+    let chunked = format!(
+        "POST /crash?how=panic HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+        big.len()
+    );
+    assert_eq!(send_lenient(&server, &chunked).status, 413);
+
+    // Malformed HTTP and oversized headers: the HTTP library's answers.
+    assert_eq!(send_lenient(&server, "NOT A REQUEST\r\n\r\n").status, 400);
+    let many_headers: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let response = send_lenient(
+        &server,
+        &format!("GET / HTTP/1.1\r\nhost: t\r\n{many_headers}\r\n"),
+    );
+    assert_eq!(response.status, 431, "{response:?}");
+    let long_uri = format!(
+        "GET /?{} HTTP/1.1\r\nhost: t\r\n\r\n",
+        "a".repeat(600 * 1024)
+    );
+    assert!(
+        matches!(send_lenient(&server, &long_uri).status, 414 | 431),
+        "an oversized request line is refused"
+    );
+
+    // The bystander connection and fresh ones still work.
+    bystander
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    bystander.read_to_end(&mut reply).unwrap();
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"),
+        "{reply:?}"
+    );
+    assert_eq!(server.get("/").status, 200);
+}
+
+/// Sends a request whose body the server may refuse before reading it: a
+/// write error after the server answered and closed is expected.
+fn send_lenient(server: &Server, raw: &str) -> Response {
+    let mut stream = server.connect().expect("connect");
+    let _ = stream.write_all(raw.as_bytes());
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    Response::parse(&bytes).unwrap_or_else(|e| panic!("{e}; raw {:?}", &raw[..raw.len().min(80)]))
+}
+
+/// A client that sends its headers too slowly is cut off, while others are
+/// served meanwhile.
+pub fn slow_headers_are_cut_off(bin: &str, extra: &[&str]) {
+    let server = Server::start(
+        bin,
+        &[&["--workers", "1", "--header-timeout-ms", "300"], extra].concat(),
+    );
+    let mut slow = server.connect().expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n").unwrap();
+    let started = Instant::now();
+    // Meanwhile the one worker serves someone else.
+    assert_eq!(server.get("/").status, 200);
+    // The slow client never finishes its headers: the server must hang up.
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let outcome = slow.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        outcome.is_ok()
+            || outcome
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the server should close the connection, got {outcome:?} after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(4), "cut off after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "cut off too early: {waited:?}"
+    );
+    assert_eq!(server.get("/").status, 200);
+}
+
+/// SIGTERM lets an in-flight request finish, then the server exits 0 with
+/// nothing left behind and nothing but the ready line on stdout.
+pub fn graceful_shutdown(bin: &str, extra: &[&str]) {
+    let mut server = Server::start(bin, &[&["--workers", "2"], extra].concat());
+    let addr = server.addr;
+    let in_flight = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET /io?ms=1500 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    // Let the request reach a worker before the signal: in flight are then
+    // the slow request and the `/stats` request asking.
+    assert!(crate::wait_until(Duration::from_secs(5), || {
+        total_in_flight(&server.stats()) >= 2
+    }));
+    let status = server.terminate();
+    let bytes = in_flight
+        .join()
+        .unwrap()
+        .expect("the in-flight request completes");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("io\n"), "{text}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}; stderr:\n{}",
+        crate::describe(status),
+        server.stderr()
+    );
+    assert!(
+        crate::wait_until(Duration::from_secs(2), || server.group_members().is_empty()),
+        "left behind: {:?}",
+        server.group_members()
+    );
+    assert_eq!(server.stdout_after_ready(), "");
+}
+
+/// Requests in flight according to `/stats`: every worker's, plus the event
+/// loop's own where a model reports it separately (`main`).
+pub fn total_in_flight(stats: &serde_json::Value) -> u64 {
+    let workers: u64 = stats["workers"]
+        .as_array()
+        .map(|workers| workers.iter().filter_map(|w| w["in_flight"].as_u64()).sum())
+        .unwrap_or(0);
+    workers + stats["main"]["in_flight"].as_u64().unwrap_or(0)
+}

@@ -6,8 +6,7 @@
 //! the tick for the periodic duties: respawning when a backoff expires,
 //! checking heartbeats, and noticing that every worker is ready.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,7 +20,6 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 use service::dataset::Dataset;
 use service::slot::SlotState;
-use socket2::{Domain, Socket, Type};
 
 use crate::region::Region;
 use crate::worker::{self, WorkerContext};
@@ -38,13 +36,14 @@ const STABLE_LIFE: Duration = Duration::from_secs(30);
 /// Extra time after `--grace-ms` before stragglers are SIGKILLed, so a worker
 /// that uses its whole grace period still gets to exit by itself.
 const GRACE_SLACK: Duration = Duration::from_millis(500);
-/// At least this many pending connections can queue on the socket.
-const BACKLOG: i32 = 1024;
 
 /// Runs the master until a graceful shutdown completes.
 pub fn run(args: Args) -> Result<(), Error> {
     let workers = args.common.workers();
-    let listener = bind(args.common.listen)?;
+    let listener = service::bind(args.common.listen).map_err(|source| Error::Bind {
+        addr: args.common.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind {
         addr: args.common.listen,
         source,
@@ -90,21 +89,6 @@ pub fn run(args: Args) -> Result<(), Error> {
         shutdown: None,
     };
     master.supervise()
-}
-
-/// Binds with `SO_REUSEADDR` (a restarted server can rebind while old
-/// connections linger in TIME_WAIT) and a deep backlog, non-blocking so every
-/// worker's event loop can poll it.
-fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    let bind = || -> std::io::Result<TcpListener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-        socket.set_reuse_address(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(BACKLOG)?;
-        socket.set_nonblocking(true)?;
-        Ok(socket.into())
-    };
-    bind().map_err(|source| Error::Bind { addr, source })
 }
 
 /// The master's view of one slot.
@@ -278,11 +262,7 @@ impl Master {
             return Ok(());
         }
         self.ready_announced = true;
-        let line = service::ready_line("prefork", self.addr, self.workers.len());
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{line}")
-            .and_then(|()| stdout.flush())
-            .map_err(Error::Stdout)?;
+        service::announce_ready("prefork", self.addr, self.workers.len()).map_err(Error::Stdout)?;
         tracing::info!(addr = %self.addr, workers = self.workers.len(), "ready");
         Ok(())
     }

@@ -204,7 +204,7 @@ fn connections_are_spread_over_workers() {
         .map(|_| {
             std::thread::spawn(move || {
                 (0..40)
-                    .map(|_| testkit::get(addr, "/cpu?iters=2000").worker().to_string())
+                    .map(|_| testkit::get(addr, "/cpu?iters=20000").worker().to_string())
                     .collect::<Vec<_>>()
             })
         })

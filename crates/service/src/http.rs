@@ -209,7 +209,7 @@ impl From<JobError> for Reply {
     fn from(error: JobError) -> Self {
         let status = match error {
             JobError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            JobError::Panicked { .. } | JobError::WorkerExited { .. } => {
+            JobError::Panicked { .. } | JobError::WorkerExited { .. } | JobError::Abandoned => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

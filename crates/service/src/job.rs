@@ -76,13 +76,16 @@ pub enum JobError {
     /// The job ended its pool thread before answering.
     #[error("pool thread {worker} exited before answering")]
     WorkerExited { worker: WorkerId },
+    /// The job was dropped unanswered (the pool went away first).
+    #[error("the job was dropped before it ran")]
+    Abandoned,
 }
 
 impl JobError {
     /// The worker the failure belongs to, for `x-worker`.
     pub fn worker(&self) -> Option<WorkerId> {
         match self {
-            JobError::QueueFull { .. } => None,
+            JobError::QueueFull { .. } | JobError::Abandoned => None,
             JobError::Panicked { worker } | JobError::WorkerExited { worker } => Some(*worker),
         }
     }

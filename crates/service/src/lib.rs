@@ -30,20 +30,40 @@ pub mod kernel;
 pub mod slot;
 pub mod ticker;
 
+use std::net::SocketAddr;
+
 pub use http::{App, Drained, HttpConfig, Model, SlotTable, serve};
 pub use job::{BoxFuture, Done, ExitRequested, Job, JobError, WorkerId};
 
-/// The one line a server prints on stdout, once every worker accepts
-/// requests. Harnesses and tests wait for it.
-pub fn ready_line(model: &str, addr: std::net::SocketAddr, workers: usize) -> String {
-    serde_json::json!({
+/// Prints the one line a server writes on stdout, once every worker accepts
+/// requests. Harnesses and tests wait for it; nothing else goes to stdout.
+pub fn announce_ready(model: &str, addr: SocketAddr, workers: usize) -> std::io::Result<()> {
+    use std::io::Write;
+    let line = serde_json::json!({
         "event": "ready",
         "model": model,
         "addr": addr.to_string(),
         "pid": std::process::id(),
         "workers": workers,
-    })
-    .to_string()
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    // stdout is a pipe under a harness: flush, or the line sits in a buffer.
+    stdout.flush()
+}
+
+/// Binds a listening socket the way every model needs it: `SO_REUSEADDR`
+/// (a restarted server can rebind while old connections linger in
+/// TIME_WAIT), a backlog of 1024 so bursts queue instead of being refused,
+/// and non-blocking so an event loop can poll it.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// The `/stats` document's common part; a model inserts its own fields.

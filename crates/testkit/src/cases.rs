@@ -1,6 +1,24 @@
 //! Contract checks every server model must pass. Each takes the binary to
 //! start (a test gets it from `env!("CARGO_BIN_EXE_...")`) and the flags
-//! that model needs on top of the contract's.
+//! that model needs on top of the contract's. [`contract_tests!`] turns them
+//! into one `#[test]` each for a model's suite.
+
+/// Expands to one `#[test]` per contract case, run against `$bin`.
+#[macro_export]
+macro_rules! contract_tests {
+    ($bin:expr) => {
+        $crate::contract_tests!($bin, endpoints, bad_input, slow_headers_are_cut_off,
+            graceful_shutdown, bad_flags_exit_2_naming_the_flag);
+    };
+    ($bin:expr, $($case:ident),+) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::cases::$case($bin, &[]);
+            }
+        )+
+    };
+}
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -255,4 +273,24 @@ pub fn total_in_flight(stats: &serde_json::Value) -> u64 {
         .map(|workers| workers.iter().filter_map(|w| w["in_flight"].as_u64()).sum())
         .unwrap_or(0);
     workers + stats["main"]["in_flight"].as_u64().unwrap_or(0)
+}
+
+/// Bad flags exit 2 with a message naming the flag, and print nothing on
+/// stdout.
+pub fn bad_flags_exit_2_naming_the_flag(bin: &str, _extra: &[&str]) {
+    for flags in [
+        &["--workers", "0"][..],
+        &["--workers", "x"],
+        &["--listen", "nowhere"],
+        &["--bogus"],
+    ] {
+        let output = std::process::Command::new(bin)
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flags[0]), "{flags:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{flags:?}");
+    }
 }

@@ -1,1 +1,207 @@
-//! placeholder
+//! `threadpool`: one process, one event loop, a pool of worker threads; the
+//! way Node's `worker_threads` are used.
+//!
+//! The main thread runs a current-thread tokio runtime that accepts and
+//! serves HTTP through the shared `service` crate, like Node's main thread.
+//! `/cpu` (and `/crash`) jobs go to [`pool::Pool`]: N plain threads taking
+//! jobs from one bounded crossbeam channel and answering over one-shot
+//! channels. `/io` stays on the loop, as a timer, like Node's I/O.
+//!
+//! Everything is shared by address: the dataset is one `Arc`, and the stats
+//! slots (the same type prefork keeps in shared memory) are one allocation.
+//! That is what threads buy, and also what they cost: an `abort` or a
+//! segfault in any thread takes the whole process, and a hung thread cannot
+//! be killed, only abandoned. The tests and `lab crash` show both.
+
+pub mod pool;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use service::cli::CommonArgs;
+use service::dataset::Dataset;
+use service::job::{BoxFuture, Done, Job, JobError, WorkerId};
+use service::{App, Model, SlotTable};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::pool::Pool;
+
+/// How often the watchdog looks for ended or hung pool threads.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// After the HTTP drain, how long idle pool threads get to notice the closed
+/// queue and end.
+const JOIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Command-line flags: the contract's, plus this model's own.
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "threadpool",
+    version,
+    about = "The lab's thread-pool server (Node's worker_threads): one event loop \
+             and a pool of worker threads fed by a bounded queue."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Capacity of the job queue in front of the pool. When it is full,
+    /// `/cpu` answers 503 with `retry-after: 1` at once.
+    #[arg(long, value_name = "JOBS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue: u32,
+
+    /// Where `/cpu` runs. `cpu`: on the pool. `none`: on the event loop
+    /// itself, which is Node without workers, the baseline that shows what
+    /// offloading buys.
+    #[arg(long, value_enum, default_value_t = Offload::Cpu)]
+    pub offload: Offload,
+
+    /// Give up on a pool thread whose job has run this long (0: never) and
+    /// start a replacement. The stuck thread cannot be killed; it is reported
+    /// under `lost` in `/stats`.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub worker_timeout_ms: u64,
+}
+
+/// See [`Args::offload`].
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offload {
+    Cpu,
+    None,
+}
+
+/// What can stop the server. Each names the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the pool threads")]
+    Pool(#[source] std::io::Error),
+    #[error("cannot start the event loop")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot write the ready line")]
+    Stdout(#[source] std::io::Error),
+}
+
+/// Runs the server until a graceful shutdown completes.
+pub fn run(args: Args) -> Result<(), Error> {
+    let started = Instant::now();
+    let threads = args.common.workers();
+    let bind_error = |source| Error::Bind {
+        addr: args.common.listen,
+        source,
+    };
+    let listener = service::bind(args.common.listen).map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    let dataset =
+        (args.common.dataset_mb > 0).then(|| Arc::new(Dataset::generate(args.common.dataset_mb)));
+    let pool = Pool::start(threads, args.queue as usize).map_err(Error::Pool)?;
+    let slots: SlotTable = pool.slots().clone();
+    let main_slot = pool.main_slot();
+    let app = Arc::new(App {
+        model: Arc::new(PoolModel {
+            pool: pool.clone(),
+            offload: args.offload,
+            started,
+        }),
+        slots: slots.clone(),
+        loop_slot: main_slot,
+        loop_worker: WorkerId::Main,
+        dataset,
+        allow_crash: args.common.allow_crash,
+    });
+    let config = args.common.http_config();
+    let hang_timeout =
+        (args.worker_timeout_ms > 0).then(|| Duration::from_millis(args.worker_timeout_ms));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let drained = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
+        let ticker_slots = slots.clone();
+        tokio::spawn(async move {
+            service::ticker::run(&ticker_slots.as_ref().as_ref()[main_slot]).await
+        });
+        let watched = pool.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(WATCH_EVERY);
+            loop {
+                every.tick().await;
+                watched.watch(hang_timeout);
+            }
+        });
+        while !pool.all_ready() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        service::announce_ready("threadpool", addr, threads).map_err(Error::Stdout)?;
+        tracing::info!(%addr, threads, queue = args.queue, offload = ?args.offload, "ready");
+        let shutdown = async {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        };
+        Ok::<_, Error>(service::serve(listener, app, config, shutdown).await)
+    })?;
+    // Requests waiting on queued jobs kept their connections open, so the
+    // drain above already let queued jobs finish. What is left is to close
+    // the queue and let the threads go.
+    let still_running = pool.shutdown(Instant::now() + JOIN_GRACE);
+    tracing::info!(?drained, still_running, "stopped");
+    Ok(())
+}
+
+/// The threadpool model: jobs go to the pool, or stay on the loop with
+/// `--offload none`.
+struct PoolModel {
+    pool: Arc<Pool>,
+    offload: Offload,
+    started: Instant,
+}
+
+impl Model for PoolModel {
+    fn execute(&self, job: Job) -> BoxFuture<Result<Done, JobError>> {
+        if let (Job::Cpu { .. }, Offload::None) = (job, self.offload) {
+            // Blocks the event loop for the whole computation, exactly as a
+            // CPU-bound handler does in Node without workers.
+            let body = job.run().expect("a cpu job never asks to exit");
+            return Box::pin(std::future::ready(Ok(Done {
+                worker: WorkerId::Main,
+                body,
+            })));
+        }
+        let pool = self.pool.clone();
+        Box::pin(async move { pool.submit(job).await })
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let (workers, queue, lost) = self.pool.stats();
+        let main = &self.pool.slots()[self.pool.main_slot()];
+        let mut doc =
+            service::stats_document("threadpool", std::process::id(), self.started, workers);
+        let mut main_entry = main.stats_json(self.pool.main_slot());
+        main_entry.remove("id");
+        doc.insert("main".into(), main_entry.into());
+        doc.insert("loop_lag_ms".into(), main.loop_lag_json());
+        doc.insert("queue".into(), queue);
+        doc.insert("lost".into(), lost.into());
+        doc.insert(
+            "offload".into(),
+            match self.offload {
+                Offload::Cpu => "cpu",
+                Offload::None => "none",
+            }
+            .into(),
+        );
+        doc.into()
+    }
+}

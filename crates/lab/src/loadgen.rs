@@ -1,0 +1,421 @@
+//! The load generator: oha, run as a library inside `lab loadgen`, a child
+//! process of the harness. This module is the only place that knows oha's
+//! flags and its JSON output; the rest of the harness sees [`LoadSummary`].
+//!
+//! Why a child process: the load generator burns CPU on the same machine as
+//! the server, and its CPU time is part of the result (a noop cell is often
+//! limited by the load generator, not the server). As its own process its
+//! CPU time is its own, and it cannot disturb the sampler's timing.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::cli::LoadgenArgs;
+use crate::report::{Latency, LoadSummary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    #[error("cannot start the load generator ({exe})")]
+    Spawn {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the load generator's runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("the load generator failed: {0}")]
+    Oha(String),
+    #[error("the load generator exited with {status}: {stderr}")]
+    Exit { status: String, stderr: String },
+    #[error("the load generator's report {path} is unreadable")]
+    Report {
+        path: PathBuf,
+        #[source]
+        source: ReportError,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot wait for the load generator")]
+    Wait(#[source] std::io::Error),
+    #[error("the load generator did not finish in {0:?}; killed")]
+    Hung(Duration),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// What one load asks for.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    /// One URL, or several that oha picks from at random for each request.
+    pub urls: Vec<String>,
+    pub concurrency: u32,
+    pub duration: Duration,
+}
+
+/// What the harness gets back from one load.
+#[derive(Clone, Debug)]
+pub struct LoadOutcome {
+    pub summary: LoadSummary,
+    /// User + system seconds of the load generator process.
+    pub cpu_seconds: f64,
+}
+
+// ---------------------------------------------------------------------------
+// The child side: `lab loadgen`.
+
+/// Runs oha in this process with `args.oha_args`, then reports this
+/// process's CPU time. Called by `lab loadgen`.
+pub fn run_in_process(args: &LoadgenArgs) -> Result<(), LoadgenError> {
+    // oha's own parser, so any oha flag works; it exits 2 on bad flags,
+    // which the parent reports with the stderr it captured.
+    let opts =
+        oha::Opts::parse_from(std::iter::once("oha".to_owned()).chain(args.oha_args.clone()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.worker_threads.get())
+        .enable_all()
+        .build()
+        .map_err(LoadgenError::Runtime)?;
+    runtime
+        .block_on(oha::run(opts))
+        .map_err(|e| LoadgenError::Oha(format!("{e:#}")))?;
+    // Read after oha finished: all of its threads' time is in the total.
+    if let Some(path) = &args.cpu_file {
+        let cpu = crate::procs::own_cpu_seconds().unwrap_or(f64::NAN);
+        let text = serde_json::json!({ "cpu_seconds": cpu }).to_string();
+        std::fs::write(path, text).map_err(|source| LoadgenError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The parent side.
+
+/// A running `lab loadgen` child; killed if dropped before it finished.
+#[derive(Debug)]
+pub struct Loadgen {
+    child: Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    report: PathBuf,
+    cpu_file: PathBuf,
+    deadline: Duration,
+    done: bool,
+}
+
+/// The oha command line for `spec`, writing its JSON to `report`.
+pub fn oha_args(spec: &LoadSpec, report: &Path, url_file: Option<&Path>) -> Vec<String> {
+    let mut args = vec![
+        "-z".to_owned(),
+        format!("{}ms", spec.duration.as_millis().max(1)),
+        "-c".to_owned(),
+        spec.concurrency.to_string(),
+        // No live display, JSON into a file: stdout stays free for errors.
+        "--no-tui".to_owned(),
+        "--output-format".to_owned(),
+        "json".to_owned(),
+        "--output".to_owned(),
+        report.display().to_string(),
+    ];
+    match url_file {
+        Some(file) => {
+            args.push("--urls-from-file".to_owned());
+            args.push(file.display().to_string());
+        }
+        None => args.push(spec.urls.first().cloned().unwrap_or_default()),
+    }
+    args
+}
+
+impl Loadgen {
+    /// Starts `lab_exe loadgen` for `spec`. Its files go in `work_dir`,
+    /// named after `tag` so successive loads do not mix.
+    pub fn spawn(
+        lab_exe: &Path,
+        spec: &LoadSpec,
+        work_dir: &Path,
+        tag: &str,
+    ) -> Result<Loadgen, LoadgenError> {
+        let report = work_dir.join(format!("{tag}.oha.json"));
+        let cpu_file = work_dir.join(format!("{tag}.cpu.json"));
+        for stale in [&report, &cpu_file] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let url_file = if spec.urls.len() > 1 {
+            let path = work_dir.join(format!("{tag}.urls"));
+            std::fs::write(&path, spec.urls.join("\n") + "\n").map_err(|source| {
+                LoadgenError::Write {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            Some(path)
+        } else {
+            None
+        };
+        let mut child = Command::new(lab_exe)
+            .arg("loadgen")
+            .arg("--cpu-file")
+            .arg(&cpu_file)
+            .arg("--")
+            .args(oha_args(spec, &report, url_file.as_deref()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| LoadgenError::Spawn {
+                exe: lab_exe.to_owned(),
+                source,
+            })?;
+        // Drain stderr on a thread so a chatty child can never block on a
+        // full pipe; keep only its end.
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                tail(&text, 2000)
+            })
+        });
+        Ok(Loadgen {
+            child,
+            stderr,
+            report,
+            cpu_file,
+            // oha stops at the deadline; allow generous time to start,
+            // connect and write its report before calling it hung.
+            deadline: spec.duration + Duration::from_secs(30),
+            done: false,
+        })
+    }
+
+    /// Waits for the load to finish, checking `interrupted` as it goes.
+    pub fn wait(mut self, interrupted: &AtomicBool) -> Result<LoadOutcome, LoadgenError> {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().map_err(LoadgenError::Wait)? {
+                break status;
+            }
+            if interrupted.load(Ordering::Relaxed) {
+                return Err(LoadgenError::Interrupted);
+            }
+            if started.elapsed() > self.deadline {
+                return Err(LoadgenError::Hung(self.deadline));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.done = true;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        if !status.success() {
+            return Err(LoadgenError::Exit {
+                status: status.to_string(),
+                stderr,
+            });
+        }
+        let summary = read_report(&self.report).map_err(|source| LoadgenError::Report {
+            path: self.report.clone(),
+            source,
+        })?;
+        let cpu_seconds = std::fs::read_to_string(&self.cpu_file)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| v["cpu_seconds"].as_f64())
+            .unwrap_or(f64::NAN);
+        Ok(LoadOutcome {
+            summary,
+            cpu_seconds,
+        })
+    }
+}
+
+impl Drop for Loadgen {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn tail(text: &str, max: usize) -> String {
+    let text = text.trim_end();
+    let start = text.len().saturating_sub(max);
+    // Step forward to a char boundary so the slice is valid UTF-8.
+    let start = (start..=text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    text[start..].to_owned()
+}
+
+// ---------------------------------------------------------------------------
+// oha's JSON (printer.rs, `print_json`). Times are seconds except under
+// `metrics`. Floats that are NaN (nothing succeeded) come out as `null`.
+
+#[derive(Deserialize)]
+struct OhaJson {
+    summary: OhaSummary,
+    #[serde(rename = "latencyPercentiles", default)]
+    latency_percentiles: BTreeMap<String, Option<f64>>,
+    #[serde(rename = "statusCodeDistribution", default)]
+    status_code_distribution: BTreeMap<String, u64>,
+    #[serde(rename = "errorDistribution", default)]
+    error_distribution: BTreeMap<String, u64>,
+}
+
+#[derive(Deserialize)]
+struct OhaSummary {
+    #[serde(rename = "successRate")]
+    success_rate: Option<f64>,
+    total: Option<f64>,
+    slowest: Option<f64>,
+    fastest: Option<f64>,
+    average: Option<f64>,
+    #[serde(rename = "requestsPerSec")]
+    requests_per_sec: Option<f64>,
+    #[serde(rename = "totalData", default)]
+    total_data: u64,
+}
+
+fn read_report(path: &Path) -> Result<LoadSummary, ReportError> {
+    Ok(parse_report(&std::fs::read_to_string(path)?)?)
+}
+
+/// Turns oha's JSON report into the harness's summary.
+pub fn parse_report(json: &str) -> Result<LoadSummary, serde_json::Error> {
+    let oha: OhaJson = serde_json::from_str(json)?;
+    let ms = |seconds: Option<f64>| seconds.filter(|s| s.is_finite()).map(|s| s * 1000.0);
+    let pct = |key: &str| ms(oha.latency_percentiles.get(key).copied().flatten());
+    let is_2xx = |code: &str| code.starts_with('2') && code.len() == 3;
+    let ok: u64 = oha
+        .status_code_distribution
+        .iter()
+        .filter(|(code, _)| is_2xx(code))
+        .map(|(_, n)| n)
+        .sum();
+    let non_2xx: u64 = oha
+        .status_code_distribution
+        .iter()
+        .filter(|(code, _)| !is_2xx(code))
+        .map(|(_, n)| n)
+        .sum();
+    let duration_s = oha.summary.total.unwrap_or(0.0);
+    Ok(LoadSummary {
+        duration_s,
+        ok,
+        non_2xx,
+        // oha's requestsPerSec counts errors and deadline cut-offs too, so
+        // the harness computes its own from 2xx answers.
+        rps: if duration_s > 0.0 {
+            ok as f64 / duration_s
+        } else {
+            0.0
+        },
+        loadgen_rps: oha.summary.requests_per_sec.filter(|v| v.is_finite()),
+        success_rate: oha.summary.success_rate.filter(|v| v.is_finite()),
+        latency_ms: Latency {
+            mean: ms(oha.summary.average),
+            min: ms(oha.summary.fastest),
+            p50: pct("p50"),
+            p90: pct("p90"),
+            p99: pct("p99"),
+            p99_9: pct("p99.9"),
+            max: ms(oha.summary.slowest),
+        },
+        bytes: oha.summary.total_data,
+        status_codes: oha.status_code_distribution,
+        errors: oha.error_distribution,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape oha 1.16's `print_json` writes, trimmed.
+    const SAMPLE: &str = r#"{
+      "summary": {"successRate": 1.0, "total": 2.0, "slowest": 0.010, "fastest": 0.0001,
+                  "average": 0.002, "requestsPerSec": 1510.0, "totalData": 9000,
+                  "sizePerRequest": 3, "sizePerSec": 4500.0},
+      "metrics": {"success_rate": 1.0, "requests_per_sec": 1510.0,
+                  "latency_ms": {"min": 0.1, "mean": 2.0, "p50": 1.5, "p95": 5.0, "p99": 8.0, "max": 10.0}},
+      "responseTimeHistogram": {"0.001": 10},
+      "latencyPercentiles": {"p10": 0.0005, "p50": 0.0015, "p90": 0.004, "p99": 0.008,
+                             "p99.9": 0.0095, "p99.99": 0.01},
+      "rps": {"mean": 1500.0, "stddev": 10.0, "max": 1600.0, "min": 1400.0, "percentiles": {}},
+      "details": {},
+      "statusCodeDistribution": {"200": 3000, "503": 20},
+      "errorDistribution": {"aborted due to deadline": 16}
+    }"#;
+
+    #[test]
+    fn parses_oha_json() {
+        let s = parse_report(SAMPLE).unwrap();
+        assert_eq!(s.ok, 3000);
+        assert_eq!(s.non_2xx, 20);
+        assert_eq!(s.rps, 1500.0);
+        assert_eq!(s.loadgen_rps, Some(1510.0));
+        assert_eq!(s.latency_ms.p50, Some(1.5));
+        assert_eq!(s.latency_ms.p99_9, Some(9.5));
+        assert_eq!(s.latency_ms.max, Some(10.0));
+        assert_eq!(s.errors["aborted due to deadline"], 16);
+    }
+
+    #[test]
+    fn nothing_succeeded_gives_no_latency() {
+        let json = r#"{"summary": {"successRate": null, "total": 1.0, "slowest": null,
+            "fastest": null, "average": null, "requestsPerSec": 12.0, "totalData": 0},
+            "latencyPercentiles": {"p50": null},
+            "statusCodeDistribution": {},
+            "errorDistribution": {"connection refused": 12}}"#;
+        let s = parse_report(json).unwrap();
+        assert_eq!(s.ok, 0);
+        assert_eq!(s.rps, 0.0);
+        assert_eq!(s.latency_ms.p50, None);
+        assert_eq!(s.errors["connection refused"], 12);
+    }
+
+    #[test]
+    fn oha_args_for_one_url_and_for_a_url_file() {
+        let spec = LoadSpec {
+            urls: vec!["http://127.0.0.1:1/".into()],
+            concurrency: 8,
+            duration: Duration::from_millis(1500),
+        };
+        let args = oha_args(&spec, Path::new("/tmp/r.json"), None);
+        assert_eq!(args[..4], ["-z", "1500ms", "-c", "8"]);
+        assert_eq!(args.last().unwrap(), "http://127.0.0.1:1/");
+        let args = oha_args(&spec, Path::new("/tmp/r.json"), Some(Path::new("/tmp/u")));
+        assert_eq!(args[args.len() - 2..], ["--urls-from-file", "/tmp/u"]);
+        // oha itself accepts what we build.
+        assert!(oha::Opts::try_parse_from(std::iter::once("oha".to_owned()).chain(args)).is_ok());
+    }
+
+    #[test]
+    fn tail_keeps_the_end_on_a_char_boundary() {
+        assert_eq!(tail("abcdef\n", 3), "def");
+        assert_eq!(tail("ééé", 3), "é");
+    }
+}

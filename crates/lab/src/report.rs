@@ -1,0 +1,617 @@
+//! What a run writes: the output types (the schema of `run.json`), and the
+//! three files `run.json`, `cells.csv` and `summary.md` with the table that
+//! is also printed on the terminal.
+//!
+//! These types are the published format and nothing else: the harness's
+//! working data lives in its own types and is converted at the edge, so the
+//! file format changes only on purpose (and then `SCHEMA_VERSION` changes).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+use serde::{Deserialize, Serialize};
+
+use crate::matrix::{Model, Profile, Workload};
+use crate::procs::Memory;
+
+/// Bumped whenever a field of [`RunRecord`] changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `run.json`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct RunRecord {
+    pub schema_version: u32,
+    pub name: String,
+    /// UTC, RFC 3339.
+    pub started_at: String,
+    /// False while the run goes on, and for good if it was interrupted.
+    pub complete: bool,
+    pub interrupted: bool,
+    pub machine: Machine,
+    /// `git rev-parse HEAD` of the working directory, `+dirty` appended
+    /// when it has uncommitted changes; absent outside a git checkout.
+    pub git_commit: Option<String>,
+    pub params: Params,
+    /// The in-process timing of the `/cpu` kernel, if a cpu cell ran.
+    pub cpu_kernel: Option<KernelCost>,
+    pub cells: Vec<CellRecord>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub logical_cores: usize,
+    pub physical_cores: Option<usize>,
+    pub memory_bytes: u64,
+    pub kernel: Option<String>,
+    pub os: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Params {
+    pub profile: Profile,
+    /// The build profile of `lab` and of the servers it ran.
+    pub build: String,
+    pub models: Vec<Model>,
+    pub workloads: Vec<Workload>,
+    pub workers: Vec<u16>,
+    /// Empty: each workload's default.
+    pub concurrency: Vec<u32>,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub cpu_iters: u32,
+    pub io_ms: u32,
+    pub mixed_cpu_percent: u32,
+    pub ready_timeout_s: f64,
+    pub grace_ms: u64,
+    pub sample_interval_ms: u64,
+    pub server_dir: PathBuf,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct KernelCost {
+    pub iters: u32,
+    /// Median of `runs_ms`: the cost of one request on one core.
+    pub median_ms: f64,
+    pub runs_ms: Vec<f64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CellStatus {
+    Ok,
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CellRecord {
+    pub model: Model,
+    pub workload: Workload,
+    pub workers: u16,
+    pub concurrency: u32,
+    pub status: CellStatus,
+    /// Why the cell failed: the error and its causes.
+    pub error: Option<String>,
+    /// The server's last stderr lines, kept when the cell failed.
+    pub stderr_tail: Vec<String>,
+    pub load: Option<LoadSummary>,
+    pub memory: Option<MemoryRecord>,
+    pub cpu: Option<CpuRecord>,
+    pub efficiency: Option<Efficiency>,
+    /// The server's exit code after SIGTERM (the contract says 0).
+    pub exit_code: Option<i32>,
+    /// Server processes still running after it exited (should be empty).
+    pub left_running: Vec<i32>,
+    /// Wall time of the whole cell, start to stop.
+    pub wall_s: f64,
+}
+
+/// The load generator's view of the measured load.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct LoadSummary {
+    /// How long the load ran.
+    pub duration_s: f64,
+    /// Responses with a 2xx status.
+    pub ok: u64,
+    /// Responses with any other status.
+    pub non_2xx: u64,
+    /// Successful responses per second: `ok / duration_s`.
+    pub rps: f64,
+    /// The load generator's own figure, which also counts errors and the
+    /// requests cut off at the deadline.
+    pub loadgen_rps: Option<f64>,
+    /// Share of requests answered (deadline cut-offs not counted).
+    pub success_rate: Option<f64>,
+    pub latency_ms: Latency,
+    pub bytes: u64,
+    pub status_codes: BTreeMap<String, u64>,
+    /// Client-side errors by message, e.g. refused connections. Requests cut
+    /// off by the end of the load appear as "aborted due to deadline".
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Response time percentiles, milliseconds; absent when nothing succeeded.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Latency {
+    pub mean: Option<f64>,
+    pub min: Option<f64>,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub p99_9: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct MemoryRecord {
+    /// Summed over the server's process tree once it was ready, before load.
+    pub idle: Memory,
+    /// Each field's maximum over the samples taken during warm-up and load.
+    pub peak: Memory,
+    pub samples: u32,
+    /// The most processes the tree had at once.
+    pub processes: usize,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CpuRecord {
+    /// User + system seconds of the server's tree during the measured load.
+    pub server_s: f64,
+    /// User + system seconds of the load generator process (whole run).
+    pub loadgen_s: f64,
+    /// Wall seconds of the measured load, to turn seconds into cores.
+    pub wall_s: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Efficiency {
+    /// `cpu` (cores / kernel cost) or `io` (Little's law).
+    pub kind: String,
+    /// The most requests per second the machine allows for this cell.
+    pub ceiling_rps: f64,
+    /// `rps / ceiling_rps`.
+    pub value: f64,
+}
+
+/// Writes all three files, each through a temporary file and a rename, so
+/// an interrupted write never leaves a half file behind.
+pub fn write_all(dir: &Path, run: &RunRecord) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(run).map_err(std::io::Error::other)?;
+    write_atomically(&dir.join("run.json"), &(json + "\n"))?;
+    write_atomically(&dir.join("cells.csv"), &csv(&run.cells))?;
+    write_atomically(&dir.join("summary.md"), &summary_markdown(run))?;
+    Ok(())
+}
+
+fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The table's columns, shared by the terminal, Markdown and (with more
+/// columns) CSV.
+const COLUMNS: [&str; 14] = [
+    "model",
+    "workload",
+    "workers",
+    "conc",
+    "rps",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "PSS idle MiB",
+    "PSS peak MiB",
+    "RSS peak MiB",
+    "server cores",
+    "loadgen cores",
+    "efficiency",
+];
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn opt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// Errors the reader should see: everything but the deadline cut-offs,
+/// which every duration-bound load has, plus non-2xx answers.
+fn error_count(load: &LoadSummary) -> u64 {
+    let client: u64 = load
+        .errors
+        .iter()
+        .filter(|(message, _)| !message.contains("deadline"))
+        .map(|(_, n)| n)
+        .sum();
+    client + load.non_2xx
+}
+
+/// One table row per cell, as text.
+pub fn table_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
+    cells
+        .iter()
+        .map(|cell| {
+            let mut row = vec![
+                cell.model.to_string(),
+                cell.workload.to_string(),
+                cell.workers.to_string(),
+                cell.concurrency.to_string(),
+            ];
+            if cell.status == CellStatus::Failed {
+                let why = cell.error.as_deref().unwrap_or("failed");
+                let first = why.lines().next().unwrap_or(why);
+                row.push(format!("FAILED: {first}"));
+                row.resize(COLUMNS.len(), String::new());
+                return row;
+            }
+            let load = cell.load.clone().unwrap_or_default();
+            row.push(format!("{:.0}", load.rps));
+            row.push(opt(load.latency_ms.p50, 2));
+            row.push(opt(load.latency_ms.p99, 2));
+            row.push(error_count(&load).to_string());
+            match &cell.memory {
+                Some(m) => {
+                    row.push(mib(m.idle.pss));
+                    row.push(mib(m.peak.pss));
+                    row.push(mib(m.peak.rss));
+                }
+                None => row.extend(["-".to_owned(), "-".to_owned(), "-".to_owned()]),
+            }
+            match &cell.cpu {
+                Some(c) if c.wall_s > 0.0 => {
+                    row.push(format!("{:.2}", c.server_s / c.wall_s));
+                    row.push(format!("{:.2}", c.loadgen_s / c.wall_s));
+                }
+                _ => row.extend(["-".to_owned(), "-".to_owned()]),
+            }
+            row.push(match &cell.efficiency {
+                Some(e) => format!("{:.0}% ({})", e.value * 100.0, e.kind),
+                None => "-".to_owned(),
+            });
+            row
+        })
+        .collect()
+}
+
+fn table(cells: &[CellRecord], preset: &str) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(preset)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(COLUMNS);
+    for row in table_rows(cells) {
+        table.add_row(row);
+    }
+    // Numbers read best right-aligned.
+    for index in 2..COLUMNS.len() {
+        if let Some(column) = table.column_mut(index) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table
+}
+
+/// The table for a terminal.
+pub fn render_terminal(cells: &[CellRecord]) -> String {
+    table(cells, presets::UTF8_FULL_CONDENSED).to_string()
+}
+
+/// The same table in Markdown.
+pub fn render_markdown(cells: &[CellRecord]) -> String {
+    table(cells, presets::ASCII_MARKDOWN).to_string()
+}
+
+fn summary_markdown(run: &RunRecord) -> String {
+    let mut out = String::new();
+    let m = &run.machine;
+    let _ = writeln!(out, "# lab run `{}`\n", run.name);
+    let _ = writeln!(
+        out,
+        "{} profile, {} build, started {}{}. {} ({} logical cores), {:.1} GiB, kernel {}, commit {}.\n",
+        match run.params.profile {
+            Profile::Default => "Default",
+            Profile::Quick => "Quick",
+        },
+        run.params.build,
+        run.started_at,
+        if run.interrupted {
+            ", **interrupted**"
+        } else if !run.complete {
+            ", **still running**"
+        } else {
+            ""
+        },
+        m.cpu_model,
+        m.logical_cores,
+        m.memory_bytes as f64 / (1024.0 * 1024.0 * 1024.0),
+        m.kernel.as_deref().unwrap_or("?"),
+        run.git_commit.as_deref().unwrap_or("unknown"),
+    );
+    let _ = writeln!(
+        out,
+        "Load {} s per cell after {} s of warm-up. cpu: {} PBKDF2 iterations per request{}; io: {} ms wait.\n",
+        run.params.duration_s,
+        run.params.warmup_s,
+        run.params.cpu_iters,
+        run.cpu_kernel
+            .as_ref()
+            .map(|k| format!(" ({:.2} ms on one core here)", k.median_ms))
+            .unwrap_or_default(),
+        run.params.io_ms,
+    );
+    out.push_str(&render_markdown(&run.cells));
+    out.push_str(
+        "\n\nrps counts 2xx responses only. errors: non-2xx answers and client errors, not \
+         counting requests cut off when the load's time ran out. Memory is summed over the \
+         server's process tree; PSS splits shared pages among the processes that share them. \
+         cores: CPU seconds per wall second during the load. efficiency: rps over the \
+         machine's ceiling (cpu: usable cores / kernel cost; io: connections / wait, \
+         Little's law).\n",
+    );
+    for cell in run.cells.iter().filter(|c| c.status == CellStatus::Failed) {
+        let _ = writeln!(
+            out,
+            "\n**Failed: {} {} w={} c={}**: {}\n",
+            cell.model,
+            cell.workload,
+            cell.workers,
+            cell.concurrency,
+            cell.error.as_deref().unwrap_or("?")
+        );
+        if !cell.stderr_tail.is_empty() {
+            let _ = writeln!(out, "```\n{}\n```", cell.stderr_tail.join("\n"));
+        }
+    }
+    out
+}
+
+/// One line per cell, with every number the table shows and more.
+pub fn csv(cells: &[CellRecord]) -> String {
+    let header = "model,workload,workers,concurrency,status,rps,ok,non_2xx,client_errors,\
+                  p50_ms,p90_ms,p99_ms,max_ms,rss_idle_bytes,pss_idle_bytes,uss_idle_bytes,\
+                  rss_peak_bytes,pss_peak_bytes,uss_peak_bytes,server_cpu_s,loadgen_cpu_s,\
+                  load_s,efficiency_kind,ceiling_rps,efficiency,exit_code,error\n";
+    let mut out = String::from(header);
+    for cell in cells {
+        let load = cell.load.clone().unwrap_or_default();
+        let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let client_errors: u64 = load.errors.values().sum();
+        let (idle, peak) = cell
+            .memory
+            .as_ref()
+            .map_or((None, None), |m| (Some(m.idle), Some(m.peak)));
+        let mem = |m: Option<Memory>, f: fn(Memory) -> u64| m.map(f).map(|v| v.to_string());
+        let fields: Vec<String> = vec![
+            cell.model.to_string(),
+            cell.workload.to_string(),
+            cell.workers.to_string(),
+            cell.concurrency.to_string(),
+            match cell.status {
+                CellStatus::Ok => "ok".into(),
+                CellStatus::Failed => "failed".into(),
+            },
+            num(cell.load.as_ref().map(|l| l.rps)),
+            load.ok.to_string(),
+            load.non_2xx.to_string(),
+            client_errors.to_string(),
+            num(load.latency_ms.p50),
+            num(load.latency_ms.p90),
+            num(load.latency_ms.p99),
+            num(load.latency_ms.max),
+            mem(idle, |m| m.rss).unwrap_or_default(),
+            mem(idle, |m| m.pss).unwrap_or_default(),
+            mem(idle, |m| m.uss).unwrap_or_default(),
+            mem(peak, |m| m.rss).unwrap_or_default(),
+            mem(peak, |m| m.pss).unwrap_or_default(),
+            mem(peak, |m| m.uss).unwrap_or_default(),
+            num(cell.cpu.as_ref().map(|c| c.server_s)),
+            num(cell.cpu.as_ref().map(|c| c.loadgen_s)),
+            num(cell.cpu.as_ref().map(|c| c.wall_s)),
+            cell.efficiency
+                .as_ref()
+                .map(|e| e.kind.clone())
+                .unwrap_or_default(),
+            num(cell.efficiency.as_ref().map(|e| e.ceiling_rps)),
+            num(cell.efficiency.as_ref().map(|e| e.value)),
+            cell.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            cell.error.clone().unwrap_or_default(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// Quotes a field that holds a comma, quote or line break (RFC 4180).
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_cell() -> CellRecord {
+        CellRecord {
+            model: Model::Prefork,
+            workload: Workload::Cpu,
+            workers: 2,
+            concurrency: 16,
+            status: CellStatus::Ok,
+            error: None,
+            stderr_tail: Vec::new(),
+            load: Some(LoadSummary {
+                duration_s: 5.0,
+                ok: 5000,
+                non_2xx: 3,
+                rps: 1000.0,
+                latency_ms: Latency {
+                    p50: Some(1.5),
+                    p99: Some(12.25),
+                    ..Latency::default()
+                },
+                errors: [
+                    ("aborted due to deadline".to_owned(), 16),
+                    ("connection refused".to_owned(), 2),
+                ]
+                .into_iter()
+                .collect(),
+                ..LoadSummary::default()
+            }),
+            memory: Some(MemoryRecord {
+                idle: Memory {
+                    rss: 8 << 20,
+                    pss: 3 << 20,
+                    uss: 2 << 20,
+                },
+                peak: Memory {
+                    rss: 12 << 20,
+                    pss: 5 << 20,
+                    uss: 4 << 20,
+                },
+                samples: 50,
+                processes: 3,
+            }),
+            cpu: Some(CpuRecord {
+                server_s: 9.0,
+                loadgen_s: 2.5,
+                wall_s: 5.0,
+            }),
+            efficiency: Some(Efficiency {
+                kind: "cpu".into(),
+                ceiling_rps: 1250.0,
+                value: 0.8,
+            }),
+            exit_code: Some(0),
+            left_running: Vec::new(),
+            wall_s: 7.0,
+        }
+    }
+
+    fn failed_cell() -> CellRecord {
+        CellRecord {
+            model: Model::Threadpool,
+            workload: Workload::Io,
+            status: CellStatus::Failed,
+            error: Some("server did not start, in 15s\ncaused by: x, y".into()),
+            stderr_tail: vec!["boom".into()],
+            load: None,
+            memory: None,
+            cpu: None,
+            efficiency: None,
+            exit_code: None,
+            ..ok_cell()
+        }
+    }
+
+    #[test]
+    fn rows_show_the_measured_figures() {
+        let rows = table_rows(&[ok_cell()]);
+        assert_eq!(
+            rows[0],
+            [
+                "prefork",
+                "cpu",
+                "2",
+                "16",
+                "1000",
+                "1.50",
+                "12.25",
+                "5",
+                "3.0",
+                "5.0",
+                "12.0",
+                "1.80",
+                "0.50",
+                "80% (cpu)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_row_says_why_in_one_line() {
+        let rows = table_rows(&[failed_cell()]);
+        assert_eq!(rows[0].len(), COLUMNS.len());
+        assert_eq!(rows[0][4], "FAILED: server did not start, in 15s");
+    }
+
+    #[test]
+    fn markdown_and_terminal_tables_hold_every_row() {
+        let cells = [ok_cell(), failed_cell()];
+        let md = render_markdown(&cells);
+        let lines: Vec<&str> = md.lines().collect();
+        // Header, separator, two rows.
+        assert_eq!(lines.len(), 4, "{md}");
+        assert!(lines[0].starts_with("| model") && lines[0].contains("PSS peak MiB"));
+        assert!(lines[1].starts_with("|-"));
+        assert!(lines[2].contains("| prefork") && lines[2].contains("80% (cpu)"));
+        assert!(lines[3].contains("FAILED: server did not start"));
+        let term = render_terminal(&cells);
+        assert!(term.contains("prefork") && term.contains("threadpool"));
+        assert!(term.contains("PSS idle MiB"));
+    }
+
+    #[test]
+    fn csv_quotes_and_counts_fields() {
+        let text = csv(&[ok_cell(), failed_cell()]);
+        let lines: Vec<&str> = text.lines().collect();
+        let columns = lines[0].split(',').count();
+        assert_eq!(lines[1].split(',').count(), columns);
+        // The failed cell's error has a comma and a newline: quoted.
+        assert!(text.contains("\"server did not start, in 15s\ncaused by: x, y\""));
+    }
+
+    #[test]
+    fn run_record_round_trips_through_json() {
+        let run = RunRecord {
+            schema_version: SCHEMA_VERSION,
+            name: "t".into(),
+            started_at: "2025-01-01T00:00:00Z".into(),
+            complete: true,
+            interrupted: false,
+            machine: Machine {
+                cpu_model: "cpu".into(),
+                logical_cores: 2,
+                physical_cores: Some(1),
+                memory_bytes: 1 << 30,
+                kernel: None,
+                os: None,
+            },
+            git_commit: None,
+            params: Params {
+                profile: Profile::Quick,
+                build: "debug".into(),
+                models: vec![Model::Prefork],
+                workloads: vec![Workload::Cpu],
+                workers: vec![2],
+                concurrency: vec![],
+                duration_s: 1.0,
+                warmup_s: 0.0,
+                cpu_iters: 1000,
+                io_ms: 20,
+                mixed_cpu_percent: 10,
+                ready_timeout_s: 15.0,
+                grace_ms: 2000,
+                sample_interval_ms: 100,
+                server_dir: "/x".into(),
+            },
+            cpu_kernel: None,
+            cells: vec![ok_cell(), failed_cell()],
+        };
+        let text = serde_json::to_string(&run).unwrap();
+        let back: RunRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.cells.len(), 2);
+        assert_eq!(back.cells[1].status, CellStatus::Failed);
+        assert!(summary_markdown(&back).contains("**Failed: threadpool io"));
+    }
+}

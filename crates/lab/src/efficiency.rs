@@ -7,7 +7,7 @@
 //! - io: with `c` clients each waiting `latency` per request, Little's law
 //!   (L = λW) caps throughput at `c / latency`.
 
-use std::time::Instant;
+use nix::time::{ClockId, clock_gettime};
 
 /// The ceiling for a CPU-bound workload, in requests per second.
 pub fn cpu_ceiling_rps(workers: u16, cores: usize, cost_seconds: f64) -> f64 {
@@ -41,17 +41,26 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// This thread's CPU seconds so far.
+fn thread_cpu_seconds() -> f64 {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(f64::NAN, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+}
+
 /// Times `service::kernel::pbkdf2_hex(iters)` `runs` times on this thread
 /// and returns each run's seconds. Single-threaded on purpose: it is the
 /// cost of one request on one core.
+///
+/// It counts this thread's CPU time, not wall time: the machine is shared,
+/// and time spent preempted by other processes is not the kernel's cost.
 pub fn time_kernel(iters: u32, runs: usize) -> Vec<f64> {
     // One untimed run first, so page faults and cold caches are not billed.
     std::hint::black_box(service::kernel::pbkdf2_hex(iters));
     (0..runs)
         .map(|_| {
-            let start = Instant::now();
+            let start = thread_cpu_seconds();
             std::hint::black_box(service::kernel::pbkdf2_hex(std::hint::black_box(iters)));
-            start.elapsed().as_secs_f64()
+            thread_cpu_seconds() - start
         })
         .collect()
 }

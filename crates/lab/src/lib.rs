@@ -129,7 +129,7 @@ pub fn run(args: &RunArgs) -> Result<RunOutcome, Error> {
         .iter()
         .any(|w| matches!(w, Workload::Cpu | Workload::Mixed))
         .then(|| {
-            let runs: Vec<f64> = efficiency::time_kernel(cpu_iters, 9)
+            let runs: Vec<f64> = efficiency::time_kernel(cpu_iters, 25)
                 .into_iter()
                 .map(|s| s * 1000.0)
                 .collect();

@@ -1,0 +1,277 @@
+//! `lab run` end to end: a tiny real matrix, bad input, and failing servers.
+//!
+//! Every `lab` is started in its own process group, and the guard kills the
+//! whole group when dropped, so a failing assertion never leaves a server or
+//! a load generator behind.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lab::report::{CellStatus, RunRecord};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// A `lab` child in its own process group; the whole group dies on drop.
+struct Lab {
+    child: Option<Child>,
+    group: i32,
+}
+
+impl Lab {
+    fn start(args: &[&str]) -> Lab {
+        let child = Command::new(env!("CARGO_BIN_EXE_lab"))
+            .args(args)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lab");
+        let group = child.id() as i32;
+        Lab {
+            child: Some(child),
+            group,
+        }
+    }
+
+    /// Waits up to `limit`, then returns status and output.
+    fn finish(mut self, limit: Duration) -> (ExitStatus, String, String) {
+        let start = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        while child.try_wait().expect("wait").is_none() {
+            assert!(start.elapsed() < limit, "lab ran longer than {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self
+            .child
+            .take()
+            .expect("running")
+            .wait_with_output()
+            .expect("output");
+        (
+            status,
+            String::from_utf8_lossy(&stdout).into_owned(),
+            String::from_utf8_lossy(&stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.group), Signal::SIGKILL);
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Processes still in a process group (zombies aside).
+fn group_members(group: i32) -> Vec<i32> {
+    procfs::process::all_processes()
+        .map(|all| {
+            all.filter_map(|p| p.ok()?.stat().ok())
+                .filter(|s| s.pgrp == group && s.state != 'Z')
+                .map(|s| s.pid)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "lab-{name}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn read_run(dir: &Path) -> RunRecord {
+    let text = std::fs::read_to_string(dir.join("run.json")).expect("run.json");
+    serde_json::from_str(&text).expect("run.json parses")
+}
+
+#[test]
+fn a_tiny_matrix_runs_end_to_end() {
+    let out = scratch("tiny");
+    let lab = Lab::start(&[
+        "run",
+        "--models",
+        "prefork,threadpool",
+        "--workloads",
+        "noop,cpu",
+        "--workers",
+        "1",
+        "--concurrency",
+        "4",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--cpu-iters",
+        "1000",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "tiny",
+    ]);
+    let group = lab.group;
+    // Generous: the first call may build both servers.
+    let (status, stdout, stderr) = lab.finish(Duration::from_secs(600));
+    assert!(status.success(), "lab failed: {status}\n{stderr}");
+    assert!(
+        group_members(group).is_empty(),
+        "processes left: {:?}",
+        group_members(group)
+    );
+
+    let dir = out.join("tiny");
+    let run = read_run(&dir);
+    assert_eq!(run.schema_version, lab::report::SCHEMA_VERSION);
+    assert!(run.complete && !run.interrupted);
+    assert!(run.machine.logical_cores >= 1);
+    let cells: Vec<(String, String)> = run
+        .cells
+        .iter()
+        .map(|c| (c.model.to_string(), c.workload.to_string()))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("prefork", "noop"),
+        ("prefork", "cpu"),
+        ("threadpool", "noop"),
+        ("threadpool", "cpu"),
+    ]
+    .iter()
+    .map(|(m, w)| (m.to_string(), w.to_string()))
+    .collect();
+    assert_eq!(cells, expected);
+    for cell in &run.cells {
+        let what = format!("{} {}", cell.model, cell.workload);
+        assert_eq!(cell.status, CellStatus::Ok, "{what}: {:?}", cell.error);
+        assert_eq!(cell.workers, 1);
+        assert_eq!(cell.concurrency, 4);
+        let load = cell.load.as_ref().expect("load");
+        assert!(load.rps > 0.0, "{what}: rps");
+        assert!(load.ok > 0, "{what}: ok responses");
+        let memory = cell.memory.as_ref().expect("memory");
+        assert!(memory.idle.pss > 0 && memory.peak.pss > 0, "{what}: PSS");
+        assert!(memory.peak.rss >= memory.peak.pss, "{what}: RSS >= PSS");
+        assert!(cell.cpu.as_ref().expect("cpu").loadgen_s > 0.0, "{what}");
+        assert_eq!(cell.exit_code, Some(0), "{what}: exit code");
+        assert!(cell.left_running.is_empty(), "{what}: left running");
+    }
+    // A prefork tree is a master and its worker; threadpool is one process.
+    assert_eq!(run.cells[0].memory.as_ref().unwrap().processes, 2);
+    assert_eq!(run.cells[2].memory.as_ref().unwrap().processes, 1);
+    let cpu = run.cells[1].efficiency.as_ref().expect("cpu efficiency");
+    assert_eq!(cpu.kind, "cpu");
+    assert!(cpu.value > 0.0);
+
+    let csv = std::fs::read_to_string(dir.join("cells.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4);
+    let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    for table in [summary.as_str(), stdout.as_str()] {
+        assert!(table.contains("prefork") && table.contains("threadpool"));
+        assert!(table.contains("PSS peak MiB"));
+    }
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() {
+    for args in [
+        &["run", "--models", "forking"][..],
+        &["run", "--workloads", "disk"],
+        &["run", "--workers", "0"],
+        &["run", "--duration", "soon"],
+    ] {
+        let (status, stdout, stderr) = Lab::start(args).finish(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stdout.is_empty());
+    }
+}
+
+/// A fake server: a shell script under the model's name.
+fn fake_server(dir: &Path, script: &str) {
+    let path = dir.join("prefork");
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn run_fake(script: &str, extra: &[&str]) -> (ExitStatus, RunRecord, Vec<i32>) {
+    let out = scratch("fake");
+    let bin = out.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    fake_server(&bin, script);
+    let mut args = vec![
+        "run",
+        "--server-dir",
+        bin.to_str().unwrap(),
+        "--models",
+        "prefork",
+        "--workloads",
+        "noop",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "fake",
+    ];
+    args.extend_from_slice(extra);
+    let lab = Lab::start(&args);
+    let group = lab.group;
+    let (status, _, _) = lab.finish(Duration::from_secs(60));
+    (status, read_run(&out.join("fake")), group_members(group))
+}
+
+#[test]
+fn a_server_that_dies_at_start_fails_its_cells_and_the_run_goes_on() {
+    let (status, run, left) = run_fake(
+        "echo 'boom: cannot bind' >&2; exit 1",
+        &["--workers", "1,2"],
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(left.is_empty(), "left: {left:?}");
+    // Both cells were tried and recorded, each with the server's last words.
+    assert_eq!(run.cells.len(), 2);
+    assert!(run.complete);
+    for cell in &run.cells {
+        assert_eq!(cell.status, CellStatus::Failed);
+        assert!(
+            cell.error
+                .as_deref()
+                .unwrap()
+                .contains("before it was ready"),
+            "{:?}",
+            cell.error
+        );
+        assert_eq!(cell.stderr_tail, ["boom: cannot bind"]);
+    }
+}
+
+#[test]
+fn a_server_that_never_gets_ready_times_out_and_is_killed() {
+    let (status, run, left) = run_fake(
+        "echo 'still loading' >&2; exec sleep 60",
+        &["--ready-timeout", "500ms", "--workers", "1"],
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(left.is_empty(), "the hung server was not killed: {left:?}");
+    assert_eq!(run.cells.len(), 1);
+    let cell = &run.cells[0];
+    assert!(cell.error.as_deref().unwrap().contains("no ready line"));
+    assert_eq!(cell.stderr_tail, ["still loading"]);
+}

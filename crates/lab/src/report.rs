@@ -14,7 +14,7 @@ use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use serde::{Deserialize, Serialize};
 
 use crate::matrix::{Model, Profile, Workload};
-use crate::procs::Memory;
+use crate::procs;
 
 /// Bumped whenever a field of [`RunRecord`] changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -147,12 +147,30 @@ pub struct Latency {
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct MemoryRecord {
     /// Summed over the server's process tree once it was ready, before load.
-    pub idle: Memory,
+    pub idle: MemoryBytes,
     /// Each field's maximum over the samples taken during warm-up and load.
-    pub peak: Memory,
+    pub peak: MemoryBytes,
     pub samples: u32,
     /// The most processes the tree had at once.
     pub processes: usize,
+}
+
+/// RSS, PSS and USS (private pages only) of a process tree.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryBytes {
+    pub rss_bytes: u64,
+    pub pss_bytes: u64,
+    pub uss_bytes: u64,
+}
+
+impl From<procs::Memory> for MemoryBytes {
+    fn from(m: procs::Memory) -> MemoryBytes {
+        MemoryBytes {
+            rss_bytes: m.rss,
+            pss_bytes: m.pss,
+            uss_bytes: m.uss,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -256,9 +274,9 @@ pub fn table_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
             row.push(error_count(&load).to_string());
             match &cell.memory {
                 Some(m) => {
-                    row.push(mib(m.idle.pss));
-                    row.push(mib(m.peak.pss));
-                    row.push(mib(m.peak.rss));
+                    row.push(mib(m.idle.pss_bytes));
+                    row.push(mib(m.peak.pss_bytes));
+                    row.push(mib(m.peak.rss_bytes));
                 }
                 None => row.extend(["-".to_owned(), "-".to_owned(), "-".to_owned()]),
             }
@@ -385,7 +403,8 @@ pub fn csv(cells: &[CellRecord]) -> String {
             .memory
             .as_ref()
             .map_or((None, None), |m| (Some(m.idle), Some(m.peak)));
-        let mem = |m: Option<Memory>, f: fn(Memory) -> u64| m.map(f).map(|v| v.to_string());
+        let mem =
+            |m: Option<MemoryBytes>, f: fn(MemoryBytes) -> u64| m.map(f).map(|v| v.to_string());
         let fields: Vec<String> = vec![
             cell.model.to_string(),
             cell.workload.to_string(),
@@ -403,12 +422,12 @@ pub fn csv(cells: &[CellRecord]) -> String {
             num(load.latency_ms.p90),
             num(load.latency_ms.p99),
             num(load.latency_ms.max),
-            mem(idle, |m| m.rss).unwrap_or_default(),
-            mem(idle, |m| m.pss).unwrap_or_default(),
-            mem(idle, |m| m.uss).unwrap_or_default(),
-            mem(peak, |m| m.rss).unwrap_or_default(),
-            mem(peak, |m| m.pss).unwrap_or_default(),
-            mem(peak, |m| m.uss).unwrap_or_default(),
+            mem(idle, |m| m.rss_bytes).unwrap_or_default(),
+            mem(idle, |m| m.pss_bytes).unwrap_or_default(),
+            mem(idle, |m| m.uss_bytes).unwrap_or_default(),
+            mem(peak, |m| m.rss_bytes).unwrap_or_default(),
+            mem(peak, |m| m.pss_bytes).unwrap_or_default(),
+            mem(peak, |m| m.uss_bytes).unwrap_or_default(),
             num(cell.cpu.as_ref().map(|c| c.server_s)),
             num(cell.cpu.as_ref().map(|c| c.loadgen_s)),
             num(cell.cpu.as_ref().map(|c| c.wall_s)),
@@ -469,15 +488,15 @@ mod tests {
                 ..LoadSummary::default()
             }),
             memory: Some(MemoryRecord {
-                idle: Memory {
-                    rss: 8 << 20,
-                    pss: 3 << 20,
-                    uss: 2 << 20,
+                idle: MemoryBytes {
+                    rss_bytes: 8 << 20,
+                    pss_bytes: 3 << 20,
+                    uss_bytes: 2 << 20,
                 },
-                peak: Memory {
-                    rss: 12 << 20,
-                    pss: 5 << 20,
-                    uss: 4 << 20,
+                peak: MemoryBytes {
+                    rss_bytes: 12 << 20,
+                    pss_bytes: 5 << 20,
+                    uss_bytes: 4 << 20,
                 },
                 samples: 50,
                 processes: 3,

@@ -276,8 +276,8 @@ fn measure(
         wall_s,
     });
     record.memory = Some(MemoryRecord {
-        idle: idle.memory,
-        peak: sampled.peak.max_each(after.memory),
+        idle: idle.memory.into(),
+        peak: sampled.peak.max_each(after.memory).into(),
         samples: sampled.samples + 1,
         processes: sampled.max_processes.max(after.processes.len()),
     });

@@ -164,8 +164,14 @@ fn a_tiny_matrix_runs_end_to_end() {
         assert!(load.rps > 0.0, "{what}: rps");
         assert!(load.ok > 0, "{what}: ok responses");
         let memory = cell.memory.as_ref().expect("memory");
-        assert!(memory.idle.pss > 0 && memory.peak.pss > 0, "{what}: PSS");
-        assert!(memory.peak.rss >= memory.peak.pss, "{what}: RSS >= PSS");
+        assert!(
+            memory.idle.pss_bytes > 0 && memory.peak.pss_bytes > 0,
+            "{what}: PSS"
+        );
+        assert!(
+            memory.peak.rss_bytes >= memory.peak.pss_bytes,
+            "{what}: RSS >= PSS"
+        );
         assert!(cell.cpu.as_ref().expect("cpu").loadgen_s > 0.0, "{what}");
         assert_eq!(cell.exit_code, Some(0), "{what}: exit code");
         assert!(cell.left_running.is_empty(), "{what}: left running");

@@ -263,7 +263,11 @@ pub fn table_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
             if cell.status == CellStatus::Failed {
                 let why = cell.error.as_deref().unwrap_or("failed");
                 let first = why.lines().next().unwrap_or(why);
-                row.push(format!("FAILED: {first}"));
+                // Keep the table narrow; the whole error is in run.json and
+                // under the table in summary.md.
+                let short: String = first.chars().take(40).collect();
+                let more = if short.len() < first.len() { "…" } else { "" };
+                row.push(format!("FAILED: {short}{more}"));
                 row.resize(COLUMNS.len(), String::new());
                 return row;
             }
@@ -562,6 +566,12 @@ mod tests {
         let rows = table_rows(&[failed_cell()]);
         assert_eq!(rows[0].len(), COLUMNS.len());
         assert_eq!(rows[0][4], "FAILED: server did not start, in 15s");
+        let mut long = failed_cell();
+        long.error = Some("x".repeat(100));
+        assert_eq!(
+            table_rows(&[long])[0][4],
+            format!("FAILED: {}…", "x".repeat(40))
+        );
     }
 
     #[test]

@@ -91,11 +91,17 @@ fn log_cell(cell: &CellRecord) {
             model = %cell.model, workload = %cell.workload, workers = cell.workers,
             concurrency = cell.concurrency, rps = format!("{:.0}", load.rps), "cell done"
         ),
-        _ => tracing::warn!(
-            model = %cell.model, workload = %cell.workload, workers = cell.workers,
-            concurrency = cell.concurrency, error = cell.error.as_deref().unwrap_or("?"),
-            "cell failed"
-        ),
+        _ => {
+            // The server's last words usually say why; show the end of them
+            // here too, not only in the files.
+            let tail = cell.stderr_tail.len().saturating_sub(5);
+            tracing::warn!(
+                model = %cell.model, workload = %cell.workload, workers = cell.workers,
+                concurrency = cell.concurrency, error = cell.error.as_deref().unwrap_or("?"),
+                stderr_tail = cell.stderr_tail[tail..].join("\n"),
+                "cell failed"
+            )
+        }
     }
 }
 

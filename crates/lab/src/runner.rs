@@ -65,6 +65,10 @@ pub fn run_all(
     );
     report::write_all(out_dir, &record)?;
     for cell in cells {
+        if ctx.interrupted.load(Ordering::Relaxed) {
+            record.interrupted = true;
+            break;
+        }
         progress.set_message(cell.to_string());
         match run_cell(ctx, cell) {
             CellEnd::Recorded(cell_record) => {

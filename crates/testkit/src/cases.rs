@@ -8,7 +8,7 @@
 macro_rules! contract_tests {
     ($bin:expr) => {
         $crate::contract_tests!($bin, endpoints, bad_input, slow_headers_are_cut_off,
-            graceful_shutdown, bad_flags_exit_2_naming_the_flag);
+            graceful_shutdown, bad_flags_exit_2_naming_the_flag, a_taken_port_exits_1_with_the_cause);
     };
     ($bin:expr, $($case:ident),+) => {
         $(
@@ -293,4 +293,22 @@ pub fn bad_flags_exit_2_naming_the_flag(bin: &str, _extra: &[&str]) {
         assert!(stderr.contains(flags[0]), "{flags:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{flags:?}");
     }
+}
+
+/// A failure after the flags parsed exits 1 with its cause chain on stderr.
+pub fn a_taken_port_exits_1_with_the_cause(bin: &str, _extra: &[&str]) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = std::process::Command::new(bin)
+        .args(["--listen", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "the cause is included: {stderr}");
+    assert!(output.stdout.is_empty());
 }

@@ -202,7 +202,7 @@ impl Master {
             let Some(slot) = self.workers.iter().position(|w| w.pid == Some(pid)) else {
                 continue;
             };
-            self.context.region.as_ref().as_ref()[slot].set_state(SlotState::Dead);
+            self.context.region[slot].set_state(SlotState::Dead);
             let worker = &mut self.workers[slot];
             worker.pid = None;
             worker.killed_as_hung = false;
@@ -225,9 +225,7 @@ impl Master {
         let now = Instant::now();
         for slot in 0..self.workers.len() {
             if self.workers[slot].respawn_at.is_some_and(|at| at <= now) {
-                self.context.region.as_ref().as_ref()[slot]
-                    .restarts
-                    .fetch_add(1, Relaxed);
+                self.context.region[slot].restarts.fetch_add(1, Relaxed);
                 self.spawn(slot)?;
             }
         }
@@ -243,7 +241,7 @@ impl Master {
         }
         for (slot, worker) in self.workers.iter_mut().enumerate() {
             let Some(pid) = worker.pid else { continue };
-            let age = self.context.region.as_ref().as_ref()[slot].heartbeat_age_ms();
+            let age = self.context.region[slot].heartbeat_age_ms();
             if age > timeout && !worker.killed_as_hung {
                 tracing::warn!(
                     slot, %pid, heartbeat_age_ms = age, timeout_ms = timeout,
@@ -257,7 +255,7 @@ impl Master {
 
     /// Prints the ready line once, when every worker is accepting.
     fn announce_ready(&mut self) -> Result<(), Error> {
-        let slots = self.context.region.as_ref().as_ref();
+        let slots = &self.context.region;
         if self.ready_announced || slots.iter().any(|s| s.state() != SlotState::Ready) {
             return Ok(());
         }
@@ -270,14 +268,14 @@ impl Master {
     fn spawn(&mut self, slot: usize) -> Result<(), Error> {
         // Fresh heartbeat before the fork, so a worker that hangs while
         // booting is caught by the same timeout.
-        self.context.region.as_ref().as_ref()[slot].reset_for_new_worker(0);
+        self.context.region[slot].reset_for_new_worker(0);
         // SAFETY: the master is single-threaded (it never starts a thread or
         // a runtime), so the child's copy of memory holds no lock that
         // another thread owned at the moment of the fork.
         match unsafe { fork() }.map_err(Error::Fork)? {
             ForkResult::Child => worker::run(&self.context, slot, &self.signals),
             ForkResult::Parent { child } => {
-                self.context.region.as_ref().as_ref()[slot]
+                self.context.region[slot]
                     .pid
                     .store(child.as_raw() as u32, Relaxed);
                 let worker = &mut self.workers[slot];

@@ -48,8 +48,11 @@ impl Region {
     }
 }
 
-impl AsRef<[WorkerSlot]> for Region {
-    fn as_ref(&self) -> &[WorkerSlot] {
+/// A `Region` owns its slots the way a `Vec` owns its elements.
+impl std::ops::Deref for Region {
+    type Target = [WorkerSlot];
+
+    fn deref(&self) -> &[WorkerSlot] {
         // SAFETY: `slots` points at `len` initialised slots (see `new`),
         // mapped until `drop`.
         unsafe { std::slice::from_raw_parts(self.slots.as_ptr(), self.len) }
@@ -85,7 +88,7 @@ mod tests {
         // code that could depend on other threads of the test harness.
         match unsafe { fork() }.unwrap() {
             ForkResult::Child => {
-                region.as_ref()[1].requests.store(42, Relaxed);
+                region[1].requests.store(42, Relaxed);
                 // SAFETY: `_exit` ends the child at once, running none of the
                 // atexit handlers that could block on a lock another test
                 // thread held at the moment of the fork.
@@ -93,8 +96,8 @@ mod tests {
             }
             ForkResult::Parent { child } => {
                 assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
-                assert_eq!(region.as_ref()[1].requests.load(Relaxed), 42);
-                assert_eq!(region.as_ref()[0].requests.load(Relaxed), 0);
+                assert_eq!(region[1].requests.load(Relaxed), 42);
+                assert_eq!(region[0].requests.load(Relaxed), 0);
             }
         }
     }

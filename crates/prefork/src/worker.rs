@@ -71,7 +71,7 @@ pub fn run(context: &WorkerContext, slot: usize, master_signals: &SignalFd) -> !
 
 fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
     let pid = std::process::id();
-    context.region.as_ref().as_ref()[slot]
+    context.region[slot]
         .pid
         .store(pid, std::sync::atomic::Ordering::Relaxed);
     let dataset = match context.args.dataset_load {
@@ -107,10 +107,8 @@ fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         let ticker_slots = slots.clone();
-        tokio::spawn(
-            async move { service::ticker::run(&ticker_slots.as_ref().as_ref()[slot]).await },
-        );
-        slots.as_ref().as_ref()[slot].set_state(SlotState::Ready);
+        tokio::spawn(async move { service::ticker::run(&ticker_slots[slot]).await });
+        slots[slot].set_state(SlotState::Ready);
         tracing::debug!(slot, pid, "accepting");
         let shutdown = async {
             tokio::select! {

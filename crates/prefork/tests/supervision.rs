@@ -23,19 +23,20 @@ fn workers(server: &Server) -> Vec<Value> {
     server.stats()["workers"].as_array().unwrap().clone()
 }
 
-fn all_ready(server: &Server) -> bool {
-    workers(server).iter().all(|w| w["state"] == "ready")
-}
-
 /// Waits until exactly one slot has a new, ready worker, and returns that
 /// slot. Panics (with the server's log) if that takes over `within`.
 fn one_slot_replaced(server: &Server, before: &[u64], within: Duration) -> usize {
     let mut replaced = None;
     let done = wait_until(within, || {
-        let now = pids(server);
-        let changed: Vec<usize> = (0..before.len()).filter(|&i| now[i] != before[i]).collect();
+        let Some(stats) = server.try_stats() else {
+            return false;
+        };
+        let now = stats["workers"].as_array().unwrap();
+        let changed: Vec<usize> = (0..before.len())
+            .filter(|&i| now[i]["pid"] != before[i])
+            .collect();
         replaced = changed.first().copied();
-        changed.len() == 1 && all_ready(server)
+        changed.len() == 1 && now.iter().all(|w| w["state"] == "ready")
     });
     assert!(
         done,

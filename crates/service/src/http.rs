@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::ops::RangeInclusive;
+use std::ops::{Deref, RangeInclusive};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -45,7 +45,7 @@ pub trait Model: Send + Sync + 'static {
 
 /// A table of worker slots, wherever it lives: an `mmap`ed region (prefork)
 /// or a plain allocation (threadpool).
-pub type SlotTable = Arc<dyn AsRef<[WorkerSlot]> + Send + Sync>;
+pub type SlotTable = Arc<dyn Deref<Target = [WorkerSlot]> + Send + Sync>;
 
 /// Everything a handler needs. One per event loop.
 pub struct App {
@@ -151,7 +151,7 @@ async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let slot = &app.slots.as_ref().as_ref()[app.loop_slot];
+    let slot = &app.slots[app.loop_slot];
     let _in_flight = InFlight::enter(slot);
     let reply = route(&app, req).await.unwrap_or_else(|reply| reply);
     let (worker, mut response) = (reply.worker.unwrap_or(app.loop_worker), reply.response);

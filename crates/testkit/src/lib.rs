@@ -207,6 +207,15 @@ impl Server {
         assert_eq!(response.status, 200, "{response:?}");
         serde_json::from_str(&response.body).expect("/stats is JSON")
     }
+
+    /// `GET /stats`, or `None` if the request failed: for polling while a
+    /// worker is crashing or hung, since a worker can accept a connection
+    /// just before it dies or stops running its loop, and takes it along.
+    pub fn try_stats(&self) -> Option<serde_json::Value> {
+        let request = "GET /stats HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+        let response = self.try_send(request.as_bytes()).ok()?;
+        serde_json::from_str(&response.body).ok()
+    }
 }
 
 impl Drop for Server {

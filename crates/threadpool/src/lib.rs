@@ -128,9 +128,7 @@ pub fn run(args: Args) -> Result<(), Error> {
         let mut terminate = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
         let ticker_slots = slots.clone();
-        tokio::spawn(async move {
-            service::ticker::run(&ticker_slots.as_ref().as_ref()[main_slot]).await
-        });
+        tokio::spawn(async move { service::ticker::run(&ticker_slots[main_slot]).await });
         let watched = pool.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(WATCH_EVERY);

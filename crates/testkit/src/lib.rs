@@ -135,6 +135,13 @@ impl Server {
 
     /// Sends `signal` to the server process (not its workers).
     pub fn signal(&self, signal: Signal) {
+        // Once reaped, the pid is free for the kernel to hand to another
+        // test's server: signalling it then could hit a stranger.
+        assert!(
+            self.status.is_none(),
+            "the server already exited: {:?}",
+            self.status
+        );
         kill(Pid::from_raw(self.pid() as i32), signal).expect("signal the server");
     }
 
@@ -220,9 +227,19 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // The master and its workers share the group we gave the master.
-        let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
-        let _ = self.child.wait();
+        // The master and its workers share the group we gave the master,
+        // whose id is the master's pid. While the master is unreaped, or
+        // while any member of its group lives, the kernel cannot reuse that
+        // id, so the group signal reaches only our processes. A reaped
+        // master with an empty group is the one case where the id may
+        // already belong to someone else: then there is nothing to kill.
+        let pgid = Pid::from_raw(self.pid() as i32);
+        if self.status.is_none() || !self.group_members().is_empty() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        if self.status.is_none() {
+            let _ = self.child.wait();
+        }
     }
 }
 

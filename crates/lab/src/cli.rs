@@ -37,7 +37,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub quick: bool,
 
-    /// Server models to run [default: prefork,threadpool].
+    /// Server models to run [default: bare,prefork,threadpool]. `bare`, the
+    /// no-op ceiling, runs only the noop workload; its other cells are
+    /// skipped.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "MODEL,..")]
     pub models: Vec<Model>,
 

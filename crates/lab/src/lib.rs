@@ -87,6 +87,7 @@ pub fn loadgen(args: &cli::LoadgenArgs) -> Result<(), Error> {
 /// `lab run`: the whole matrix. Prints the table to stdout at the end.
 pub fn run(args: &RunArgs) -> Result<RunOutcome, Error> {
     let plan = Plan::from_args(args);
+    plan.check().map_err(Error::BadInput)?;
     let name = args
         .name
         .clone()

@@ -12,6 +12,10 @@ use crate::cli::RunArgs;
 #[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Model {
+    /// A bare forked hyper hello-world: the no-op ceiling prefork is
+    /// measured against. It answers `ok` to anything, so only the noop
+    /// workload means something on it.
+    Bare,
     Prefork,
     Threadpool,
 }
@@ -19,9 +23,17 @@ pub enum Model {
 impl Model {
     pub fn name(self) -> &'static str {
         match self {
+            Model::Bare => "bare",
             Model::Prefork => "prefork",
             Model::Threadpool => "threadpool",
         }
+    }
+
+    /// Whether this model serves `workload` as the contract says. `bare`
+    /// answers every path with `ok`, so a cpu or io cell on it would
+    /// measure nothing the label claims.
+    pub fn serves(self, workload: Workload) -> bool {
+        self != Model::Bare || workload == Workload::Noop
     }
 }
 
@@ -133,9 +145,10 @@ impl Plan {
                 given.clone()
             }
         };
-        // Budget: the default profile is 18 cells of about 7 s (warm-up,
-        // load, start and stop) on a 2-core machine, so well under 5 minutes;
-        // quick is 12 cells of about 3 s, under a minute.
+        // Budget: the default profile is 21 cells (18, and bare's 3 noop
+        // cells) of about 7 s (warm-up, load, start and stop) on a 2-core
+        // machine, so under 5 minutes; quick is 14 cells of about 3 s, under
+        // a minute.
         let (workers, duration, warmup) = match profile {
             Profile::Default => (
                 or(&args.workers, &[1, 2, 4]),
@@ -150,8 +163,9 @@ impl Plan {
         };
         Plan {
             profile,
+            // bare first, so its noop rows sit right above prefork's.
             models: if args.models.is_empty() {
-                vec![Model::Prefork, Model::Threadpool]
+                vec![Model::Bare, Model::Prefork, Model::Threadpool]
             } else {
                 dedup(&args.models)
             },
@@ -169,12 +183,27 @@ impl Plan {
         }
     }
 
+    /// A plan with nothing to run for a model the user named is a mistake
+    /// worth an exit 2: `--models bare` without the noop workload.
+    pub fn check(&self) -> Result<(), String> {
+        for &model in &self.models {
+            if !self.workloads.iter().any(|&w| model.serves(w)) {
+                return Err(format!(
+                    "--models {model} serves only the noop workload; add noop to --workloads"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The cells in run order: model, then workload, then workers, so that
-    /// neighbouring rows of the table differ in one thing.
+    /// neighbouring rows of the table differ in one thing. A workload a
+    /// model does not serve (bare's cpu, io, mixed) has no cells: skipped
+    /// rather than refused, so one plan can hold bare and the real models.
     pub fn cells(&self) -> Vec<Cell> {
         let mut cells = Vec::new();
         for &model in &self.models {
-            for &workload in &self.workloads {
+            for &workload in self.workloads.iter().filter(|&&w| model.serves(w)) {
                 for &workers in &self.workers {
                     let concurrency = if self.concurrency.is_empty() {
                         vec![workload.default_concurrency()]
@@ -212,9 +241,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_profile_is_both_models_three_workloads_three_sizes() {
+    fn default_profile_is_both_models_three_workloads_three_sizes_and_bare_noop() {
         let plan = Plan::from_args(&RunArgs::default());
-        assert_eq!(plan.cells().len(), 2 * 3 * 3);
+        assert_eq!(plan.cells().len(), 2 * 3 * 3 + 3);
+        let bare: Vec<Cell> = plan
+            .cells()
+            .into_iter()
+            .filter(|c| c.model == Model::Bare)
+            .collect();
+        assert_eq!(bare.len(), 3);
+        assert!(bare.iter().all(|c| c.workload == Workload::Noop));
+        assert!(plan.check().is_ok());
+        let quick = Plan::from_args(&RunArgs {
+            quick: true,
+            ..RunArgs::default()
+        });
+        assert_eq!(quick.cells().len(), 2 * 3 * 2 + 2);
         assert_eq!(plan.duration, Duration::from_secs(5));
         let io = plan
             .cells()
@@ -240,5 +282,33 @@ mod tests {
         assert_eq!(cells.len(), 4);
         assert_eq!(cells[1].concurrency, 16);
         assert_eq!(cells[2].workers, 2);
+    }
+
+    #[test]
+    fn bare_runs_only_noop_and_is_refused_without_it() {
+        let args = RunArgs {
+            models: vec![Model::Bare, Model::Prefork],
+            workloads: vec![Workload::Noop, Workload::Cpu],
+            workers: vec![1],
+            ..RunArgs::default()
+        };
+        let plan = Plan::from_args(&args);
+        assert!(plan.check().is_ok());
+        let cells: Vec<(Model, Workload)> =
+            plan.cells().iter().map(|c| (c.model, c.workload)).collect();
+        assert_eq!(
+            cells,
+            [
+                (Model::Bare, Workload::Noop),
+                (Model::Prefork, Workload::Noop),
+                (Model::Prefork, Workload::Cpu)
+            ]
+        );
+        let only_cpu = Plan::from_args(&RunArgs {
+            models: vec![Model::Bare],
+            workloads: vec![Workload::Cpu],
+            ..RunArgs::default()
+        });
+        assert!(only_cpu.check().unwrap_err().contains("noop"));
     }
 }

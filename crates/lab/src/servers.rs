@@ -1,9 +1,10 @@
 //! Finding, building, starting and stopping the server binaries.
 //!
-//! Where the binaries come from: `lab` looks for `prefork` and `threadpool`
-//! next to its own executable, i.e. in the same target folder and profile.
-//! When it runs under cargo (`cargo run`, `cargo test`: cargo sets `CARGO`),
-//! it first runs `$CARGO build -p prefork -p threadpool` in the same profile,
+//! Where the binaries come from: `lab` looks for `bare`, `prefork` and
+//! `threadpool` next to its own executable, i.e. in the same target folder
+//! and profile. When it runs under cargo (`cargo run`, `cargo test`: cargo
+//! sets `CARGO`), it first runs `$CARGO build -p prefork ...` (the plan's
+//! models) in the same profile,
 //! so the servers are always built from the same tree as the harness and a
 //! fresh clone needs nothing but `cargo run --release -p lab -- run`.
 //! `--server-dir` points elsewhere and skips the build.

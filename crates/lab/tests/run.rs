@@ -107,7 +107,7 @@ fn a_tiny_matrix_runs_end_to_end() {
     let lab = Lab::start(&[
         "run",
         "--models",
-        "prefork,threadpool",
+        "bare,prefork,threadpool",
         "--workloads",
         "noop,cpu",
         "--workers",
@@ -145,7 +145,9 @@ fn a_tiny_matrix_runs_end_to_end() {
         .iter()
         .map(|c| (c.model.to_string(), c.workload.to_string()))
         .collect();
+    // bare serves only noop: its cpu cell is skipped.
     let expected: Vec<(String, String)> = [
+        ("bare", "noop"),
         ("prefork", "noop"),
         ("prefork", "cpu"),
         ("threadpool", "noop"),
@@ -176,18 +178,22 @@ fn a_tiny_matrix_runs_end_to_end() {
         assert_eq!(cell.exit_code, Some(0), "{what}: exit code");
         assert!(cell.left_running.is_empty(), "{what}: left running");
     }
-    // A prefork tree is a master and its worker; threadpool is one process.
+    // A prefork (and bare) tree is a master and its worker; threadpool is
+    // one process.
     assert_eq!(run.cells[0].memory.as_ref().unwrap().processes, 2);
-    assert_eq!(run.cells[2].memory.as_ref().unwrap().processes, 1);
-    let cpu = run.cells[1].efficiency.as_ref().expect("cpu efficiency");
+    assert_eq!(run.cells[1].memory.as_ref().unwrap().processes, 2);
+    assert_eq!(run.cells[3].memory.as_ref().unwrap().processes, 1);
+    let cpu = run.cells[2].efficiency.as_ref().expect("cpu efficiency");
     assert_eq!(cpu.kind, "cpu");
     assert!(cpu.value > 0.0);
 
     let csv = std::fs::read_to_string(dir.join("cells.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 4);
+    assert_eq!(csv.lines().count(), 1 + 5);
     let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
     for table in [summary.as_str(), stdout.as_str()] {
-        assert!(table.contains("prefork") && table.contains("threadpool"));
+        assert!(
+            table.contains("bare") && table.contains("prefork") && table.contains("threadpool")
+        );
         assert!(table.contains("PSS peak MiB"));
     }
 }
@@ -199,6 +205,7 @@ fn bad_input_exits_2_with_one_line() {
         &["run", "--workloads", "disk"],
         &["run", "--workers", "0"],
         &["run", "--duration", "soon"],
+        &["run", "--models", "bare", "--workloads", "cpu,io"],
     ] {
         let (status, stdout, stderr) = Lab::start(args).finish(Duration::from_secs(30));
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");

@@ -2,9 +2,10 @@
 //!
 //! A master process binds the listening socket, maps a shared stats region,
 //! and forks N workers. Each worker inherits the socket and accepts on it
-//! directly (`--balance shared`: the kernel hands each connection to
-//! whichever worker's `accept` wins), and runs one single-threaded event
-//! loop, like a Node process. CPU work runs on that loop and blocks it; that
+//! directly (`--balance shared`: each connection goes to whichever worker's
+//! `accept` wins; `--balance reuseport`: each worker has its own socket on
+//! the port and the kernel hashes connections across them), and runs one
+//! single-threaded event loop, like a Node process. CPU work runs on that loop and blocks it; that
 //! is the point of comparison with `threadpool`.
 //!
 //! - [`master`]: binding, forking, supervision (respawn with backoff, the
@@ -40,7 +41,10 @@ pub struct Args {
     pub common: CommonArgs,
 
     /// How connections are spread over the workers. `shared`: every worker
-    /// accepts on the one inherited socket and the kernel picks the winner.
+    /// accepts on the one inherited socket, and whichever loop gets there
+    /// first wins (a burst of connections can all land on one worker).
+    /// `reuseport`: one socket per worker on the same port (SO_REUSEPORT),
+    /// and the kernel assigns each connection by a hash of its addresses.
     #[arg(long, value_enum, default_value_t = Balance::Shared)]
     pub balance: Balance,
 
@@ -65,6 +69,7 @@ pub struct Args {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Balance {
     Shared,
+    Reuseport,
 }
 
 /// See [`Args::dataset_load`].

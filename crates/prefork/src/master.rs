@@ -23,7 +23,7 @@ use service::slot::SlotState;
 
 use crate::region::Region;
 use crate::worker::{self, WorkerContext};
-use crate::{Args, DatasetLoad, Error};
+use crate::{Args, Balance, DatasetLoad, Error};
 
 /// How long the supervision loop sleeps between duties at most.
 const TICK: Duration = Duration::from_millis(20);
@@ -40,14 +40,17 @@ const GRACE_SLACK: Duration = Duration::from_millis(500);
 /// Runs the master until a graceful shutdown completes.
 pub fn run(args: Args) -> Result<(), Error> {
     let workers = args.common.workers();
-    let listener = service::bind(args.common.listen).map_err(|source| Error::Bind {
+    let bind_error = |source| Error::Bind {
         addr: args.common.listen,
         source,
-    })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: args.common.listen,
-        source,
-    })?;
+    };
+    let listeners = match args.balance {
+        Balance::Shared => vec![service::bind(args.common.listen).map_err(bind_error)?],
+        Balance::Reuseport => {
+            service::bind_reuseport(args.common.listen, workers).map_err(bind_error)?
+        }
+    };
+    let addr = listeners[0].local_addr().map_err(bind_error)?;
     let region = Arc::new(Region::new(workers).map_err(Error::Region)?);
     let dataset = match args.dataset_load {
         DatasetLoad::BeforeFork if args.common.dataset_mb > 0 => {
@@ -75,7 +78,7 @@ pub fn run(args: Args) -> Result<(), Error> {
     let mut master = Master {
         context: WorkerContext {
             args,
-            listener,
+            listeners,
             region,
             dataset,
             master_pid: std::process::id(),

@@ -16,13 +16,15 @@ use service::{App, Model, SlotTable};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::region::Region;
-use crate::{Args, DatasetLoad};
+use crate::{Args, Balance, DatasetLoad};
 
 /// Everything a worker inherits from the master across `fork`.
 #[derive(Debug)]
 pub struct WorkerContext {
     pub args: Args,
-    pub listener: TcpListener,
+    /// The listening sockets: one that every worker shares (`--balance
+    /// shared`), or one per slot (`--balance reuseport`).
+    pub listeners: Vec<TcpListener>,
     pub region: Arc<Region>,
     /// Built before the fork (`--dataset-load before-fork`), shared
     /// copy-on-write with every worker.
@@ -85,11 +87,15 @@ fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let listener = context.listener.try_clone()?;
+    let listener = context.listeners[slot % context.listeners.len()].try_clone()?;
     let slots: SlotTable = context.region.clone();
     let app = Arc::new(App {
         model: Arc::new(WorkerModel {
             slot,
+            balance: match context.args.balance {
+                Balance::Shared => "shared",
+                Balance::Reuseport => "reuseport",
+            },
             slots: context.region.clone(),
             master_pid: context.master_pid,
             started: context.started,
@@ -125,6 +131,8 @@ fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
 /// The prefork model: every job runs inline, on this worker's only thread.
 struct WorkerModel {
     slot: usize,
+    /// `--balance`, as `/stats` reports it.
+    balance: &'static str,
     slots: Arc<Region>,
     master_pid: u32,
     started: Instant,
@@ -159,7 +167,7 @@ impl Model for WorkerModel {
             })
             .collect();
         let mut doc = service::stats_document("prefork", self.master_pid, self.started, workers);
-        doc.insert("balance".into(), "shared".into());
+        doc.insert("balance".into(), self.balance.into());
         doc.into()
     }
 }

@@ -195,12 +195,12 @@ fn a_crash_loop_backs_off_and_shutdown_still_works() {
     assert!(server.group_members().is_empty());
 }
 
-#[test]
-fn connections_are_spread_over_workers() {
-    let server = Server::start(BIN, &["--workers", "2"]);
+/// Concurrent clients with CPU-bound requests on fresh connections: more
+/// than one worker must serve them.
+fn spread(balance: &str) -> HashSet<String> {
+    let server = Server::start(BIN, &["--workers", "2", "--balance", balance]);
+    assert_eq!(server.stats()["balance"], balance);
     let addr = server.addr;
-    // Concurrent clients with CPU-bound requests: while one worker is busy
-    // computing, only the other can accept.
     let clients: Vec<_> = (0..8)
         .map(|_| {
             std::thread::spawn(move || {
@@ -210,11 +210,39 @@ fn connections_are_spread_over_workers() {
             })
         })
         .collect();
-    let served: HashSet<String> = clients
+    clients
         .into_iter()
         .flat_map(|c| c.join().unwrap())
+        .collect()
+}
+
+#[test]
+fn connections_are_spread_over_workers() {
+    for balance in ["shared", "reuseport"] {
+        let served = spread(balance);
+        assert!(
+            served.len() >= 2,
+            "{balance}: only {served:?} served 320 requests"
+        );
+    }
+}
+
+/// With one socket per worker, a dead worker's socket stays open in the
+/// master, so connections hashed to it wait for the replacement instead of
+/// being refused.
+#[test]
+fn reuseport_keeps_a_dead_workers_socket_for_its_replacement() {
+    let server = Server::start(BIN, &["--workers", "2", "--balance", "reuseport"]);
+    let before = pids(&server);
+    kill(Pid::from_raw(before[1] as i32), Signal::SIGKILL).unwrap();
+    assert_eq!(
+        one_slot_replaced(&server, &before, Duration::from_secs(2)),
+        1
+    );
+    let served: HashSet<String> = (0..100)
+        .map(|_| server.get("/").worker().to_string())
         .collect();
-    assert!(served.len() >= 2, "only {served:?} served 320 requests");
+    assert_eq!(served.len(), 2, "both sockets are served again: {served:?}");
 }
 
 #[test]

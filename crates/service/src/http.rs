@@ -131,6 +131,12 @@ pub async fn serve(
                         tracing::debug!(%error, "connection ended with an error");
                     }
                 });
+                // Let the new connection start (read its first request, run
+                // its handler) before accepting the next one. Where several
+                // processes accept on one socket, a burst of connections
+                // would otherwise all go to whichever loop woke first; this
+                // way a loop that is busy leaves them to the idle ones.
+                tokio::task::yield_now().await;
             }
             () = &mut shutdown => break,
         }

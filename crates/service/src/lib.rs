@@ -57,9 +57,31 @@ pub fn announce_ready(model: &str, addr: SocketAddr, workers: usize) -> std::io:
 /// TIME_WAIT), a backlog of 1024 so bursts queue instead of being refused,
 /// and non-blocking so an event loop can poll it.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    listen(addr, false)
+}
+
+/// Binds `count` such sockets to one port with `SO_REUSEPORT`, so that the
+/// kernel spreads incoming connections over them by a hash of each
+/// connection's addresses. Port 0 picks a free port for the first; the rest
+/// join it.
+pub fn bind_reuseport(
+    addr: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = listen(addr, true)?;
+    let port = first.local_addr()?.port();
+    let mut listeners = vec![first];
+    for _ in 1..count {
+        listeners.push(listen(SocketAddr::new(addr.ip(), port), true)?);
+    }
+    Ok(listeners)
+}
+
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;

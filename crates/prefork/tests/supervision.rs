@@ -96,10 +96,7 @@ fn each_crash_kills_only_the_worker_that_served_it() {
         ("exit", "exited with status 1"),
     ] {
         let before = pids(&server);
-        let result = server.try_send(
-            format!("POST /crash?how={mode} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
-                .as_bytes(),
-        );
+        let result = server.crash(mode);
         assert!(
             result.is_err(),
             "{mode}: the crashing request gets no answer: {result:?}"
@@ -128,23 +125,10 @@ fn each_crash_kills_only_the_worker_that_served_it() {
 
     // A hung worker never answers; the master notices the silent heartbeat.
     let before = pids(&server);
-    let server_addr = server.addr;
-    let hung = std::thread::spawn(move || {
-        let mut stream = std::net::TcpStream::connect(server_addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        use std::io::{Read, Write};
-        stream
-            .write_all(b"POST /crash?how=hang HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
-            .unwrap();
-        let mut reply = Vec::new();
-        let _ = stream.read_to_end(&mut reply);
-        reply
-    });
+    let hung = server.crash_in_background("hang");
     one_slot_replaced(&server, &before, Duration::from_secs(5));
     assert!(
-        hung.join().unwrap().is_empty(),
+        hung.join().unwrap().is_err(),
         "the hung request gets no answer"
     );
     assert!(

@@ -1,10 +1,12 @@
 //! The flags every model takes (the contract's table), to be flattened into
-//! each binary's own `clap` parser next to its model flags.
+//! each binary's own `clap` parser next to its model flags, and the `main`
+//! every server binary shares.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Parser};
 
 use crate::http::HttpConfig;
 
@@ -50,6 +52,39 @@ impl CommonArgs {
         HttpConfig {
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             grace: Duration::from_millis(self.grace_ms),
+        }
+    }
+}
+
+/// The whole `main` of a server binary, so that every model exits the way
+/// the contract says: bad flags exit 2 with clap's message naming the flag;
+/// logs go to stderr (stdout is for the ready line only), filtered by
+/// `RUST_LOG` (default `info`); a failure exits 1 with its cause chain on
+/// one line, e.g. `prefork: cannot listen on 127.0.0.1:80: Permission
+/// denied (os error 13)`.
+pub fn server_main<A: Parser, E: std::error::Error>(
+    name: &str,
+    run: impl FnOnce(A) -> Result<(), E>,
+) -> ExitCode {
+    let args = A::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut line = format!("{name}: {error}");
+            let mut cause = error.source();
+            while let Some(inner) = cause {
+                line += &format!(": {inner}");
+                cause = inner.source();
+            }
+            eprintln!("{line}");
+            ExitCode::FAILURE
         }
     }
 }

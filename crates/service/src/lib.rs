@@ -16,7 +16,8 @@
 //!   heartbeat supervisors use to find hung workers.
 //! - [`dataset`]: the read-only bytes behind `/data`, for the memory lesson.
 //! - [`crash`]: the faults behind `/crash`.
-//! - [`cli`]: the contract's flags, shared by every binary.
+//! - [`cli`]: the contract's flags, and `server_main`, the `main` every
+//!   server binary is (flags, stderr logging, exit codes).
 //!
 //! The crate never forks, spawns threads or builds a runtime: those choices
 //! are what distinguishes the models, so they stay in the model crates.

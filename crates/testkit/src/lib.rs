@@ -200,6 +200,33 @@ impl Server {
         Response::parse(&bytes)
     }
 
+    /// `POST /crash?how=MODE`. `Err` is the usual outcome: the crash takes
+    /// the connection down unanswered.
+    pub fn crash(&self, mode: &str) -> std::io::Result<Response> {
+        let request =
+            format!("POST /crash?how={mode} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n");
+        self.try_send(request.as_bytes())
+    }
+
+    /// [`Server::crash`] from a thread of its own, for `hang`, whose request
+    /// returns only when the server closes the connection.
+    pub fn crash_in_background(
+        &self,
+        mode: &'static str,
+    ) -> std::thread::JoinHandle<std::io::Result<Response>> {
+        let addr = self.addr;
+        std::thread::spawn(move || {
+            let request =
+                format!("POST /crash?how={mode} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n");
+            let mut stream = TcpStream::connect(addr)?;
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            stream.write_all(request.as_bytes())?;
+            let mut bytes = Vec::new();
+            stream.read_to_end(&mut bytes)?;
+            Response::parse(&bytes)
+        })
+    }
+
     /// A connection with the test's I/O timeouts set.
     pub fn connect(&self) -> std::io::Result<TcpStream> {
         let stream = TcpStream::connect(self.addr)?;

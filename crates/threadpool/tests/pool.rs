@@ -134,16 +134,9 @@ fn a_hung_thread_is_reported_lost_and_replaced() {
             "300",
         ],
     );
-    let addr = server.addr;
-    // Never answered: the thread stays detached and is reaped with the
-    // server's process when the test drops it.
-    let _hung = std::thread::spawn(move || {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        use std::io::Write;
-        let _ = stream
-            .write_all(b"POST /crash?how=hang HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n");
-        std::thread::sleep(Duration::from_secs(30));
-    });
+    // Never answered: the request's thread ends when the test drops the
+    // server and its connection closes.
+    let _hung = server.crash_in_background("hang");
     assert!(
         wait_until(Duration::from_secs(5), || server.stats()["lost"]
             .as_array()
@@ -183,10 +176,7 @@ fn a_hung_thread_is_reported_lost_and_replaced() {
 fn abort_and_segv_in_a_thread_take_the_whole_process() {
     for (mode, signal) in [("abort", "signal 6"), ("segv", "signal 11")] {
         let mut server = Server::start(BIN, &["--workers", "2", "--allow-crash"]);
-        let result = server.try_send(
-            format!("POST /crash?how={mode} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
-                .as_bytes(),
-        );
+        let result = server.crash(mode);
         assert!(result.is_err(), "{mode}: {result:?}");
         let status = server
             .wait_timeout(Duration::from_secs(5))

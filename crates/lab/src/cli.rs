@@ -1,4 +1,5 @@
-//! The `lab` command line: `lab run` and the hidden `lab loadgen`.
+//! The `lab` command line: `lab run`, `lab crash` and the hidden
+//! `lab loadgen`.
 //!
 //! Every flag of `lab run` is optional: a missing one takes its value from
 //! the profile (`--quick` or the default), which [`crate::matrix::Plan`]
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::crash::Fault;
 use crate::matrix::{Model, Workload};
 
 /// The harness for the lab's server models.
@@ -24,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the experiment matrix and write results/<run name>/.
     Run(RunArgs),
+    /// Crash isolation under load: hold a steady load, inject one fault per
+    /// (model, fault), and write results/<run name>/crash.{json,md} and an
+    /// SVG timeline per model.
+    Crash(CrashArgs),
     /// Internal: run the load generator (oha) in this process. The harness
     /// starts it as a child so the load generator is its own process.
     #[command(hide = true)]
@@ -96,12 +102,107 @@ pub struct RunArgs {
     pub server_dir: Option<PathBuf>,
 }
 
+/// `lab crash`'s flags. Every one has a default; with none, every fault
+/// runs on both models (about 2 minutes on 2 cores).
+#[derive(Args, Debug, Clone)]
+pub struct CrashArgs {
+    /// Server models [default: prefork,threadpool]. (bare has no /crash.)
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "MODEL,..")]
+    pub models: Vec<Model>,
+
+    /// Faults [default: every fault the model has]. `kill`: SIGKILL of one
+    /// worker process from outside (prefork only); the others are
+    /// `POST /crash?how=...`: a panic, `abort()`, a real SIGSEGV, the worker
+    /// (prefork) or pool thread (threadpool) exiting, and a busy loop.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "FAULT,..")]
+    pub faults: Vec<Fault>,
+
+    /// Worker processes (prefork) or pool threads (threadpool).
+    #[arg(long, default_value_t = 2, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+
+    /// Connections the load generator keeps open.
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+
+    /// The steady load as a share of the capacity measured by an
+    /// unthrottled probe of the same server just before (0.05 to 1).
+    #[arg(long, default_value_t = 0.65, value_name = "SHARE", value_parser = parse_share)]
+    pub load: f64,
+
+    /// A fixed rate in requests per second instead: no probe.
+    #[arg(long, value_name = "RPS", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// The unthrottled probe that measures capacity.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "1s")]
+    pub probe: Duration,
+
+    /// Steady load before the fault.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "2s")]
+    pub before: Duration,
+
+    /// Load kept on after the fault.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "4s")]
+    pub after: Duration,
+
+    /// The servers' `--worker-timeout-ms`: how long a hung worker (prefork)
+    /// or pool thread (threadpool) runs before it is killed or abandoned and
+    /// replaced. Short, so a hang recovers within the run.
+    #[arg(long, default_value_t = 1000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub worker_timeout_ms: u64,
+
+    /// PBKDF2 iterations per `/cpu` request [default: calibrated here so one
+    /// request costs about 1.5 ms].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub cpu_iters: Option<u32>,
+
+    /// How long to wait for a server's ready line.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "15s")]
+    pub ready_timeout: Duration,
+
+    /// Folder the run's folder is created in.
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    pub out: PathBuf,
+
+    /// The run's folder name [default: UTC date and time, then `-crash`].
+    #[arg(long, value_name = "NAME", value_parser = parse_run_name)]
+    pub name: Option<String>,
+
+    /// Take the server binaries from this folder instead of building them
+    /// next to `lab`.
+    #[arg(long, value_name = "DIR")]
+    pub server_dir: Option<PathBuf>,
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.05..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a share between 0.05 and 1")),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (1.0..=1_000_000.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a rate between 1 and 1000000")),
+    }
+}
+
 /// `lab loadgen`'s flags: where to report its own CPU time, then oha's.
 #[derive(Args, Debug, Clone)]
 pub struct LoadgenArgs {
     /// Write this process's CPU seconds here, as JSON, after oha finishes.
     #[arg(long, value_name = "PATH")]
     pub cpu_file: Option<PathBuf>,
+
+    /// Write the CLOCK_MONOTONIC instant (ns) right before oha starts here.
+    #[arg(long, value_name = "PATH")]
+    pub clock_file: Option<PathBuf>,
 
     /// Everything after `--` goes to oha unchanged.
     #[arg(last = true, required = true, value_name = "OHA ARGS")]
@@ -176,6 +277,10 @@ mod tests {
             &["lab", "run", "--workers", "0"],
             &["lab", "run", "--duration", "soon"],
             &["lab", "run", "--name", "../x"],
+            &["lab", "crash", "--faults", "explode"],
+            &["lab", "crash", "--load", "1.5"],
+            &["lab", "crash", "--rate", "0"],
+            &["lab", "crash", "--before", "soon"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} was accepted");
         }

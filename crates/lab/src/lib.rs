@@ -24,8 +24,13 @@
 //! - [`runner`]: one cell, then the whole run.
 //! - [`report`]: the output types (`run.json`'s schema), `cells.csv`,
 //!   `summary.md` and the terminal table.
+//!
+//! `lab crash` reuses the servers, the loadgen child and the guards, and
+//! adds [`crash`]: one fault per (model, fault) under a steady load, per
+//! 100 ms window, written to `crash.json`, `crash.md` and SVG charts.
 
 pub mod cli;
+pub mod crash;
 pub mod efficiency;
 pub mod loadgen;
 pub mod matrix;
@@ -38,6 +43,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::matrix::{Plan, Profile, Workload};
@@ -82,6 +88,110 @@ impl RunOutcome {
 /// `lab loadgen`.
 pub fn loadgen(args: &cli::LoadgenArgs) -> Result<(), Error> {
     Ok(loadgen::run_in_process(args)?)
+}
+
+/// `lab crash`: every (model, fault) asked for. Prints the table and the
+/// timelines to stdout at the end.
+pub fn crash(args: &cli::CrashArgs) -> Result<crash::report::CrashRun, Error> {
+    let pairs = crash::plan(args).map_err(Error::BadInput)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-crash", timestamp()));
+    let dir = args.out.join(&name);
+    if dir.exists() {
+        return Err(Error::BadInput(format!(
+            "{} already exists; choose another --name",
+            dir.display()
+        )));
+    }
+    if args.before < crash::WINDOW * 2 + Duration::from_secs_f64(crash::BASELINE_FROM_S)
+        || args.after < crash::WINDOW * 2
+    {
+        return Err(Error::BadInput(
+            "--before must leave whole windows after the first 0.5 s, and --after at least 200ms"
+                .into(),
+        ));
+    }
+    let interrupted = interrupt_flag();
+    let models: Vec<matrix::Model> = pairs.iter().fold(Vec::new(), |mut all, &(m, _)| {
+        if !all.contains(&m) {
+            all.push(m);
+        }
+        all
+    });
+    let server_dir = match &args.server_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            if let Err(e) = servers::build_with_cargo(&models) {
+                tracing::warn!("{e}");
+            }
+            servers::own_dir().map_err(Error::OwnExe)?
+        }
+    };
+    let cpu_iters = args
+        .cpu_iters
+        .unwrap_or_else(|| efficiency::calibrate_iters(0.0015));
+    let run = crash::report::CrashRun {
+        schema_version: crash::report::SCHEMA_VERSION,
+        name: name.clone(),
+        started_at: now_rfc3339(),
+        complete: false,
+        interrupted: false,
+        git_commit: git_commit(),
+        machine: machine(),
+        params: crash::report::CrashParams {
+            build: if cfg!(debug_assertions) {
+                "debug".into()
+            } else {
+                "release".into()
+            },
+            models,
+            faults: pairs.iter().fold(Vec::new(), |mut all, &(_, f)| {
+                if !all.contains(&f) {
+                    all.push(f);
+                }
+                all
+            }),
+            workers: args.workers,
+            concurrency: args.concurrency,
+            load_share: args.rate.is_none().then_some(args.load),
+            fixed_rate_rps: args.rate,
+            probe_s: args.probe.as_secs_f64(),
+            before_s: args.before.as_secs_f64(),
+            after_s: args.after.as_secs_f64(),
+            window_ms: crash::WINDOW.as_millis() as u64,
+            worker_timeout_ms: args.worker_timeout_ms,
+            cpu_iters,
+            recover_threshold: crash::RECOVERY.threshold,
+            recover_sustain_windows: crash::RECOVERY.sustain,
+            baseline_from_s: crash::BASELINE_FROM_S,
+            server_dir: server_dir.clone(),
+        },
+        results: Vec::new(),
+    };
+    let work_dir = std::env::temp_dir().join(format!("lab-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir).map_err(|source| Error::Output {
+        path: work_dir.clone(),
+        source,
+    })?;
+    let ctx = crash::Context {
+        args: args.clone(),
+        cpu_iters,
+        server_dir,
+        lab_exe: std::env::current_exe().map_err(Error::OwnExe)?,
+        work_dir: work_dir.clone(),
+        interrupted,
+    };
+    let result = crash::run_all(&ctx, &pairs, run, &dir);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let run = result.map_err(|source| Error::Output {
+        path: dir.clone(),
+        source,
+    })?;
+    println!("{}", crash::report::render_markdown(&run));
+    println!("results in {}", dir.display());
+    Ok(run)
 }
 
 /// `lab run`: the whole matrix. Prints the table to stdout at the end.
@@ -309,11 +419,16 @@ fn git_commit() -> Option<String> {
     Some(if dirty { head + "+dirty" } else { head })
 }
 
-fn default_run_name(profile: Profile) -> String {
-    let stamp: String = now_rfc3339()
+/// Now as `20250101T093000`, for run folder names.
+fn timestamp() -> String {
+    now_rfc3339()
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == 'T')
-        .collect();
+        .collect()
+}
+
+fn default_run_name(profile: Profile) -> String {
+    let stamp = timestamp();
     let profile = match profile {
         Profile::Default => "default",
         Profile::Quick => "quick",

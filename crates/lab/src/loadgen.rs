@@ -6,6 +6,16 @@
 //! the server, and its CPU time is part of the result (a noop cell is often
 //! limited by the load generator, not the server). As its own process its
 //! CPU time is its own, and it cannot disturb the sampler's timing.
+//!
+//! For `lab crash` the child also stamps `CLOCK_MONOTONIC` right before it
+//! hands over to oha (the clock file), and oha writes every answered request
+//! to SQLite (`--db-url`), with times in seconds since oha's own start. The
+//! parent reads those rows back as [`RequestRecord`]s and places its own
+//! events (the fault) on the same clock. The stamp is taken before oha's
+//! setup (parsing the URL, reading the resolver configuration, building the
+//! client), so oha's zero lies that setup time (well under 10 ms, typically
+//! about 1 ms) after the stamp: events placed through the stamp land at most
+//! that much late on oha's time axis.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -50,6 +60,12 @@ pub enum LoadgenError {
     Wait(#[source] std::io::Error),
     #[error("the load generator did not finish in {0:?}; killed")]
     Hung(Duration),
+    #[error("the load generator's request records {path} are unreadable")]
+    Records {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -69,6 +85,37 @@ pub struct LoadSpec {
     pub urls: Vec<String>,
     pub concurrency: u32,
     pub duration: Duration,
+    /// Rate limit in requests per second (oha `-q`), with oha's latency
+    /// correction, so a stall shows as latency (no coordinated omission).
+    /// `None`: as fast as the server answers.
+    pub rate: Option<f64>,
+    /// Write every answered request to SQLite and stamp the start clock
+    /// (see the module docs).
+    pub per_request: bool,
+}
+
+impl LoadSpec {
+    /// An unthrottled load without per-request records.
+    pub fn new(urls: Vec<String>, concurrency: u32, duration: Duration) -> LoadSpec {
+        LoadSpec {
+            urls,
+            concurrency,
+            duration,
+            rate: None,
+            per_request: false,
+        }
+    }
+}
+
+/// One answered request, from oha's SQLite rows. Times are seconds since
+/// oha's start; `duration_s` counts from the intended start when latency
+/// correction is on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RequestRecord {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub duration_s: f64,
+    pub status: u16,
 }
 
 /// What the harness gets back from one load.
@@ -77,6 +124,8 @@ pub struct LoadOutcome {
     pub summary: LoadSummary,
     /// User + system seconds of the load generator process.
     pub cpu_seconds: f64,
+    /// Every answered request, when the spec asked for them.
+    pub records: Option<Vec<RequestRecord>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -94,6 +143,14 @@ pub fn run_in_process(args: &LoadgenArgs) -> Result<(), LoadgenError> {
         .enable_all()
         .build()
         .map_err(LoadgenError::Runtime)?;
+    // As late as possible before oha's own start; see the module docs.
+    if let Some(path) = &args.clock_file {
+        let text = serde_json::json!({ "monotonic_ns": monotonic_ns() }).to_string();
+        std::fs::write(path, text).map_err(|source| LoadgenError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
     runtime
         .block_on(oha::run(opts))
         .map_err(|e| LoadgenError::Oha(format!("{e:#}")))?;
@@ -109,6 +166,14 @@ pub fn run_in_process(args: &LoadgenArgs) -> Result<(), LoadgenError> {
     Ok(())
 }
 
+/// Nanoseconds on `CLOCK_MONOTONIC`: the same clock in every process on
+/// the machine, so the loadgen child and the harness can compare instants.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
 // ---------------------------------------------------------------------------
 // The parent side.
 
@@ -119,12 +184,21 @@ pub struct Loadgen {
     stderr: Option<std::thread::JoinHandle<String>>,
     report: PathBuf,
     cpu_file: PathBuf,
+    /// With `per_request`: oha's SQLite file and the start clock file.
+    db: Option<PathBuf>,
+    clock_file: Option<PathBuf>,
     deadline: Duration,
     done: bool,
 }
 
-/// The oha command line for `spec`, writing its JSON to `report`.
-pub fn oha_args(spec: &LoadSpec, report: &Path, url_file: Option<&Path>) -> Vec<String> {
+/// The oha command line for `spec`, writing its JSON to `report` (and its
+/// per-request rows to `db`, if given).
+pub fn oha_args(
+    spec: &LoadSpec,
+    report: &Path,
+    url_file: Option<&Path>,
+    db: Option<&Path>,
+) -> Vec<String> {
     let mut args = vec![
         "-z".to_owned(),
         format!("{}ms", spec.duration.as_millis().max(1)),
@@ -137,6 +211,15 @@ pub fn oha_args(spec: &LoadSpec, report: &Path, url_file: Option<&Path>) -> Vec<
         "--output".to_owned(),
         report.display().to_string(),
     ];
+    if let Some(rate) = spec.rate {
+        args.push("-q".to_owned());
+        args.push(format!("{rate:.1}"));
+        args.push("--latency-correction".to_owned());
+    }
+    if let Some(db) = db {
+        args.push("--db-url".to_owned());
+        args.push(db.display().to_string());
+    }
     match url_file {
         Some(file) => {
             args.push("--urls-from-file".to_owned());
@@ -158,7 +241,21 @@ impl Loadgen {
     ) -> Result<Loadgen, LoadgenError> {
         let report = work_dir.join(format!("{tag}.oha.json"));
         let cpu_file = work_dir.join(format!("{tag}.cpu.json"));
-        for stale in [&report, &cpu_file] {
+        let db = spec
+            .per_request
+            .then(|| work_dir.join(format!("{tag}.requests.sqlite")));
+        let clock_file = spec
+            .per_request
+            .then(|| work_dir.join(format!("{tag}.clock.json")));
+        for stale in [
+            Some(&report),
+            Some(&cpu_file),
+            db.as_ref(),
+            clock_file.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let _ = std::fs::remove_file(stale);
         }
         let url_file = if spec.urls.len() > 1 {
@@ -173,12 +270,14 @@ impl Loadgen {
         } else {
             None
         };
-        let mut child = Command::new(lab_exe)
-            .arg("loadgen")
-            .arg("--cpu-file")
-            .arg(&cpu_file)
+        let mut command = Command::new(lab_exe);
+        command.arg("loadgen").arg("--cpu-file").arg(&cpu_file);
+        if let Some(clock) = &clock_file {
+            command.arg("--clock-file").arg(clock);
+        }
+        let mut child = command
             .arg("--")
-            .args(oha_args(spec, &report, url_file.as_deref()))
+            .args(oha_args(spec, &report, url_file.as_deref(), db.as_deref()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -201,11 +300,34 @@ impl Loadgen {
             stderr,
             report,
             cpu_file,
+            db,
+            clock_file,
             // oha stops at the deadline; allow generous time to start,
             // connect and write its report before calling it hung.
             deadline: spec.duration + Duration::from_secs(30),
             done: false,
         })
+    }
+
+    /// The `CLOCK_MONOTONIC` instant (ns) the child stamped right before
+    /// oha started, once it is there; `None` if it is not there within
+    /// `timeout` or the load has no clock file.
+    pub fn started_at_ns(&mut self, timeout: Duration) -> Option<u64> {
+        let path = self.clock_file.as_ref()?;
+        let until = Instant::now() + timeout;
+        loop {
+            let stamp = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|v| v["monotonic_ns"].as_u64());
+            if stamp.is_some() {
+                return stamp;
+            }
+            if Instant::now() > until || matches!(self.child.try_wait(), Ok(Some(_))) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Waits for the load to finish, checking `interrupted` as it goes.
@@ -244,9 +366,17 @@ impl Loadgen {
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
             .and_then(|v| v["cpu_seconds"].as_f64())
             .unwrap_or(f64::NAN);
+        let records = match &self.db {
+            Some(db) => Some(read_records(db).map_err(|source| LoadgenError::Records {
+                path: db.clone(),
+                source,
+            })?),
+            None => None,
+        };
         Ok(LoadOutcome {
             summary,
             cpu_seconds,
+            records,
         })
     }
 }
@@ -297,6 +427,40 @@ struct OhaSummary {
     requests_per_sec: Option<f64>,
     #[serde(rename = "totalData", default)]
     total_data: u64,
+}
+
+/// oha's per-request rows (`db.rs`: table `oha`, seconds since its start).
+/// A load with no answered request leaves no table; that is no rows.
+pub fn read_records(path: &Path) -> Result<Vec<RequestRecord>, rusqlite::Error> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let db =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let has_table: bool = db.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'oha')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    let mut query = db.prepare("SELECT start, end, duration, status FROM oha ORDER BY end")?;
+    let rows = query.query_map([], |row| {
+        Ok(RequestRecord {
+            start_s: row.get(0)?,
+            end_s: row.get(1)?,
+            duration_s: row.get(2)?,
+            status: row.get::<_, i64>(3)?.clamp(0, i64::from(u16::MAX)) as u16,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Whether an oha error message is a request cut off by the end of a
+/// duration-bound load (not a failure of the server).
+pub fn is_deadline_cutoff(message: &str) -> bool {
+    message.contains("deadline")
 }
 
 fn read_report(path: &Path) -> Result<LoadSummary, ReportError> {
@@ -399,18 +563,69 @@ mod tests {
 
     #[test]
     fn oha_args_for_one_url_and_for_a_url_file() {
-        let spec = LoadSpec {
-            urls: vec!["http://127.0.0.1:1/".into()],
-            concurrency: 8,
-            duration: Duration::from_millis(1500),
-        };
-        let args = oha_args(&spec, Path::new("/tmp/r.json"), None);
+        let spec = LoadSpec::new(
+            vec!["http://127.0.0.1:1/".into()],
+            8,
+            Duration::from_millis(1500),
+        );
+        let args = oha_args(&spec, Path::new("/tmp/r.json"), None, None);
         assert_eq!(args[..4], ["-z", "1500ms", "-c", "8"]);
         assert_eq!(args.last().unwrap(), "http://127.0.0.1:1/");
-        let args = oha_args(&spec, Path::new("/tmp/r.json"), Some(Path::new("/tmp/u")));
+        let args = oha_args(
+            &spec,
+            Path::new("/tmp/r.json"),
+            Some(Path::new("/tmp/u")),
+            None,
+        );
         assert_eq!(args[args.len() - 2..], ["--urls-from-file", "/tmp/u"]);
         // oha itself accepts what we build.
         assert!(oha::Opts::try_parse_from(std::iter::once("oha".to_owned()).chain(args)).is_ok());
+        let limited = LoadSpec {
+            rate: Some(500.0),
+            per_request: true,
+            ..spec
+        };
+        let args = oha_args(
+            &limited,
+            Path::new("/r"),
+            None,
+            Some(Path::new("/d.sqlite")),
+        );
+        for flag in [
+            "-q",
+            "500.0",
+            "--latency-correction",
+            "--db-url",
+            "/d.sqlite",
+        ] {
+            assert!(args.iter().any(|a| a == flag), "{flag} missing: {args:?}");
+        }
+        assert!(oha::Opts::try_parse_from(std::iter::once("oha".to_owned()).chain(args)).is_ok());
+    }
+
+    #[test]
+    fn reads_oha_sqlite_rows() {
+        let dir = std::env::temp_dir().join(format!("lab-db-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.sqlite");
+        let _ = std::fs::remove_file(&path);
+        assert!(read_records(&path).unwrap().is_empty());
+        let db = rusqlite::Connection::open(&path).unwrap();
+        // oha's db.rs schema.
+        db.execute_batch(
+            "CREATE TABLE oha (url TEXT NOT NULL, start REAL NOT NULL,
+             start_latency_correction REAL, end REAL NOT NULL, duration REAL NOT NULL,
+             status INTEGER NOT NULL, len_bytes INTEGER NOT NULL, run INTEGER NOT NULL);
+             INSERT INTO oha VALUES ('u', 0.5, NULL, 0.7, 0.2, 200, 3, 1);
+             INSERT INTO oha VALUES ('u', 0.1, 0.05, 0.2, 0.15, 500, 3, 1);",
+        )
+        .unwrap();
+        drop(db);
+        let rows = read_records(&path).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].status, 500);
+        assert_eq!(rows[1].end_s, 0.7);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

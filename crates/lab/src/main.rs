@@ -26,6 +26,27 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report(e.into()),
         },
+        Command::Crash(args) => match lab::crash(&args) {
+            Err(lab::Error::BadInput(message)) => {
+                eprintln!("error: {message}");
+                ExitCode::from(2)
+            }
+            Err(e) => report(e.into()),
+            Ok(run) if run.interrupted => ExitCode::from(130),
+            Ok(run) => {
+                let failed = run
+                    .results
+                    .iter()
+                    .filter(|r| r.status == lab::report::CellStatus::Failed)
+                    .count();
+                if failed > 0 {
+                    eprintln!("{failed} fault run(s) failed; see crash.md");
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+        },
         Command::Run(args) => match lab::run(&args) {
             Err(lab::Error::BadInput(message)) => {
                 eprintln!("error: {message}");

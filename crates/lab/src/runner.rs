@@ -255,11 +255,11 @@ fn measure(
     let idle = procs::sample_tree(root);
     let sampler = Sampler::start(root, SAMPLE_INTERVAL);
 
-    let spec = LoadSpec {
-        urls: urls(cell.workload, server.ready.addr, ctx.cpu_iters, plan.io_ms),
-        concurrency: cell.concurrency,
-        duration: plan.duration,
-    };
+    let spec = LoadSpec::new(
+        urls(cell.workload, server.ready.addr, ctx.cpu_iters, plan.io_ms),
+        cell.concurrency,
+        plan.duration,
+    );
     if !plan.warmup.is_zero() {
         let warmup = LoadSpec {
             duration: plan.warmup,

@@ -201,6 +201,17 @@ impl Server {
         grace_ms: u64,
         ready_timeout: Duration,
     ) -> Result<Server, StartFailure> {
+        Server::start_with(exe, workers, grace_ms, ready_timeout, &[])
+    }
+
+    /// [`Server::start`] with model flags added (`--allow-crash`, ...).
+    pub fn start_with(
+        exe: &Path,
+        workers: u16,
+        grace_ms: u64,
+        ready_timeout: Duration,
+        extra: &[String],
+    ) -> Result<Server, StartFailure> {
         let fail = |error, stderr: &StderrTail| StartFailure {
             error,
             stderr: stderr.lines(),
@@ -211,6 +222,7 @@ impl Server {
             .arg(workers.to_string())
             .arg("--grace-ms")
             .arg(grace_ms.to_string())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

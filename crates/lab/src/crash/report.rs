@@ -1,0 +1,414 @@
+//! What `lab crash` writes: the output types (`crash.json`'s schema), the
+//! `crash.md` table, the terminal timelines, and one SVG chart per model.
+//! Like `run.json`, these types are the published format and nothing else.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::Fault;
+use crate::matrix::Model;
+use crate::report::{CellStatus, Machine};
+
+/// Bumped whenever a field of [`CrashRun`] changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `crash.json`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CrashRun {
+    pub schema_version: u32,
+    pub name: String,
+    /// UTC, RFC 3339.
+    pub started_at: String,
+    pub complete: bool,
+    pub interrupted: bool,
+    pub git_commit: Option<String>,
+    pub machine: Machine,
+    pub params: CrashParams,
+    pub results: Vec<FaultRecord>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CrashParams {
+    pub build: String,
+    pub models: Vec<Model>,
+    pub faults: Vec<Fault>,
+    pub workers: u16,
+    pub concurrency: u32,
+    /// The steady load as a share of the probed capacity (absent with a
+    /// fixed rate).
+    pub load_share: Option<f64>,
+    pub fixed_rate_rps: Option<f64>,
+    pub probe_s: f64,
+    pub before_s: f64,
+    pub after_s: f64,
+    pub window_ms: u64,
+    pub worker_timeout_ms: u64,
+    pub cpu_iters: u32,
+    /// A window is back at this share of the pre-fault mean ...
+    pub recover_threshold: f64,
+    /// ... when this many windows in a row are.
+    pub recover_sustain_windows: usize,
+    /// The pre-fault mean leaves out the load's first this many seconds.
+    pub baseline_from_s: f64,
+    pub server_dir: PathBuf,
+}
+
+/// One (model, fault). Times `*_at_s` are seconds on the load generator's
+/// clock (since oha started); see `loadgen` for how they are aligned.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct FaultRecord {
+    pub model: Model,
+    pub fault: Fault,
+    pub status: CellStatus,
+    pub error: Option<String>,
+    pub stderr_tail: Vec<String>,
+    /// 2xx answers per second of the unthrottled probe.
+    pub capacity_rps: Option<f64>,
+    /// The steady load's rate (oha `-q`).
+    pub rate_rps: Option<f64>,
+    /// When `/stats` was read for the in-flight count (just before the fault).
+    pub stats_read_at_s: Option<f64>,
+    /// When the fault was injected: the SIGKILL, or the `/crash` request sent.
+    pub fault_at_s: Option<f64>,
+    /// When `/stats` first showed a replacement worker or thread ready.
+    pub replaced_at_s: Option<f64>,
+    /// The worker slot hit (for `/crash`: the one that restarted, if any).
+    pub faulted_slot: Option<usize>,
+    /// Requests the server held at the `/stats` read before the fault, that
+    /// read itself not counted.
+    pub in_flight_at_fault: Option<u64>,
+    /// Of those, the faulted worker's (prefork).
+    pub in_flight_on_faulted_worker: Option<u64>,
+    /// threadpool: jobs waiting in the queue at that read.
+    pub queued_at_fault: Option<u64>,
+    /// Load requests answered 2xx.
+    pub answered_ok: u64,
+    /// Load errors + load non-2xx answers + the `/crash` request itself when
+    /// it got no 2xx.
+    pub requests_failed: u64,
+    /// Load requests that got no answer (connection errors), by oha's message.
+    pub load_errors: u64,
+    pub load_non_2xx: u64,
+    /// Load requests cut off by the end of the load: not counted as failed.
+    pub deadline_cutoffs: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// How the `/crash` request itself went (`none` for kill).
+    pub crash_request: String,
+    pub crash_request_failed: bool,
+    /// The server's process was alive at the end of the load.
+    pub survived: bool,
+    /// Mean 2xx answers per window before the fault.
+    pub baseline_ok_per_window: Option<f64>,
+    pub recovered: bool,
+    /// From the fault to the first sustained window back; `None`: never.
+    pub time_to_recover_ms: Option<f64>,
+    pub capacity_after: Option<CapacityAfter>,
+    /// The server's exit code after SIGTERM at the end (`None`: it was dead
+    /// already, or killed by a signal).
+    pub exit_code: Option<i32>,
+    /// Server processes still running after it was stopped.
+    pub left_running: Vec<i32>,
+    /// The terminal line, one char per window.
+    pub timeline: String,
+    pub windows: Vec<WindowRecord>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CapacityAfter {
+    pub workers: usize,
+    /// Workers (or pool threads) in state `ready`, whose process is alive.
+    pub workers_alive: usize,
+    pub restarts: u64,
+    /// threadpool: threads given up as hung, still running.
+    pub lost_threads: Vec<LostThread>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LostThread {
+    pub slot: usize,
+    pub tid: u32,
+    /// Its CPU time so far, from `/stats`.
+    pub cpu_ms: Option<u64>,
+    /// Its CPU time over two `/stats` reads after the load, divided by the
+    /// wall time between them: the share of a core it still burns.
+    pub cores_burning: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WindowRecord {
+    pub start_s: f64,
+    pub ok: u64,
+    pub non_2xx: u64,
+    pub p99_ms: Option<f64>,
+}
+
+/// Writes `crash.json`, `crash.md` and the charts.
+pub fn write_all(dir: &Path, run: &CrashRun) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(run).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("crash.json"), json + "\n")?;
+    std::fs::write(dir.join("crash.md"), render_markdown(run))?;
+    for &model in &run.params.models {
+        let results: Vec<&FaultRecord> = run
+            .results
+            .iter()
+            .filter(|r| r.model == model && !r.windows.is_empty())
+            .collect();
+        if !results.is_empty() {
+            let path = dir.join(format!("crash-{model}.svg"));
+            chart(&path, model, &results, run.params.window_ms)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        }
+    }
+    Ok(())
+}
+
+const COLUMNS: [&str; 8] = [
+    "model",
+    "fault",
+    "failed",
+    "in flight at fault",
+    "survived",
+    "recovered in",
+    "capacity after",
+    "the /crash request",
+];
+
+fn row(r: &FaultRecord) -> Vec<String> {
+    let mut row = vec![r.model.to_string(), r.fault.to_string()];
+    if r.status == CellStatus::Failed {
+        let why = r.error.as_deref().unwrap_or("failed");
+        row.push(format!("FAILED: {}", why.lines().next().unwrap_or(why)));
+        row.resize(COLUMNS.len(), String::new());
+        return row;
+    }
+    row.push(r.requests_failed.to_string());
+    row.push(
+        match (r.in_flight_at_fault, r.in_flight_on_faulted_worker) {
+            (Some(all), Some(there)) => format!("{all} ({there} on it)"),
+            (Some(all), None) => all.to_string(),
+            _ => "-".into(),
+        },
+    );
+    row.push(if r.survived { "yes" } else { "no" }.into());
+    row.push(match r.time_to_recover_ms {
+        Some(ms) => format!("{ms:.0} ms"),
+        None => "never".into(),
+    });
+    row.push(match &r.capacity_after {
+        None => "-".into(),
+        Some(c) => {
+            let mut text = format!("{}/{} alive", c.workers_alive, c.workers);
+            for lost in &c.lost_threads {
+                let _ = write!(
+                    text,
+                    "; 1 lost thread burning {} core",
+                    lost.cores_burning
+                        .map_or("?".into(), |cores| format!("{cores:.2}"))
+                );
+            }
+            text
+        }
+    });
+    row.push(r.crash_request.clone());
+    row
+}
+
+/// `crash.md`: the table, how to read it, then each fault's timeline.
+pub fn render_markdown(run: &CrashRun) -> String {
+    let p = &run.params;
+    let mut md = format!("# lab crash: {}\n\n", run.name);
+    let _ = writeln!(
+        md,
+        "{} workers, `/cpu?iters={}` at {} connections, load {} with latency correction; \
+         fault after {:.1} s, load kept {:.1} s more; `--worker-timeout-ms {}`; {} build; \
+         {} ({} logical cores).\n",
+        p.workers,
+        p.cpu_iters,
+        p.concurrency,
+        match (p.fixed_rate_rps, p.load_share) {
+            (Some(rate), _) => format!("{rate:.0} req/s"),
+            (None, Some(share)) => format!("{:.0}% of the probed capacity", share * 100.0),
+            _ => "?".into(),
+        },
+        p.before_s,
+        p.after_s,
+        p.worker_timeout_ms,
+        p.build,
+        run.machine.cpu_model,
+        run.machine.logical_cores,
+    );
+    let _ = writeln!(md, "| {} |", COLUMNS.join(" | "));
+    let _ = writeln!(md, "|{}", "---|".repeat(COLUMNS.len()));
+    for r in &run.results {
+        let _ = writeln!(md, "| {} |", row(r).join(" | "));
+    }
+    let _ = writeln!(
+        md,
+        "\n**failed**: load requests with no answer or a non-2xx answer, plus the `/crash` \
+         request itself when it got no 2xx. **in flight at fault**: requests the server held \
+         at a `/stats` read just before the fault, that read not counted. **recovered in**: \
+         from the fault to the first of {} windows in a row back at ≥ {:.0}% of the \
+         pre-fault mean 2xx per {} ms window (resolution: one window). **capacity after**: \
+         workers or pool threads ready at the end; for threadpool, threads lost to a hang \
+         and the CPU they still burn.\n",
+        p.recover_sustain_windows,
+        p.recover_threshold * 100.0,
+        p.window_ms,
+    );
+    let _ = writeln!(md, "## Timelines\n\n```");
+    md.push_str(&render_timelines(run));
+    md.push_str("```\n");
+    let errors: Vec<&FaultRecord> = run.results.iter().filter(|r| r.error.is_some()).collect();
+    if !errors.is_empty() {
+        md.push_str("\n## Errors\n\n");
+        for r in errors {
+            let _ = writeln!(
+                md,
+                "- {} {}: {}",
+                r.model,
+                r.fault,
+                r.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    md
+}
+
+/// One line per fault, for the terminal and `crash.md`.
+pub fn render_timelines(run: &CrashRun) -> String {
+    let mut text = format!("{}\n", super::timeline::LEGEND);
+    for r in &run.results {
+        let _ = writeln!(
+            text,
+            "{:<10} {:<5} {}  {}",
+            r.model.to_string(),
+            r.fault.to_string(),
+            r.timeline,
+            summary_line(r)
+        );
+    }
+    text
+}
+
+/// The few words after a timeline.
+pub fn summary_line(r: &FaultRecord) -> String {
+    if r.status == CellStatus::Failed {
+        return format!("FAILED: {}", r.error.as_deref().unwrap_or("?"));
+    }
+    format!(
+        "failed {}, {}, {}",
+        r.requests_failed,
+        if r.survived { "survived" } else { "died" },
+        match r.time_to_recover_ms {
+            Some(ms) => format!("recovered in {ms:.0} ms"),
+            None => "never recovered".into(),
+        }
+    )
+}
+
+/// One fault's line in a chart: its name, 2xx per window, p99 per window.
+type Series = (String, Vec<(f64, f64)>, Vec<(f64, f64)>);
+
+/// The per-model chart: 2xx per window (top) and p99 (bottom) against time
+/// since the fault, one line per fault.
+fn chart(
+    path: &Path,
+    model: Model,
+    results: &[&FaultRecord],
+    window_ms: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let window_s = window_ms as f64 / 1000.0;
+    // Each fault's windows, shifted so its fault is at 0.
+    let series: Vec<Series> = results
+        .iter()
+        .map(|r| {
+            let fault = r.fault_at_s.unwrap_or(0.0);
+            let at = |w: &WindowRecord| w.start_s + window_s / 2.0 - fault;
+            let ok = r.windows.iter().map(|w| (at(w), w.ok as f64)).collect();
+            let p99 = r
+                .windows
+                .iter()
+                .filter_map(|w| Some((at(w), w.p99_ms?)))
+                .collect();
+            (r.fault.to_string(), ok, p99)
+        })
+        .collect();
+    let points = || series.iter().flat_map(|(_, ok, p99)| ok.iter().chain(p99));
+    let x_min = points().map(|p| p.0).fold(0.0, f64::min);
+    let x_max = points().map(|p| p.0).fold(0.0, f64::max);
+    let ok_max = series
+        .iter()
+        .flat_map(|s| &s.1)
+        .map(|p| p.1)
+        .fold(1.0, f64::max);
+    let p99_max = series
+        .iter()
+        .flat_map(|s| &s.2)
+        .map(|p| p.1)
+        .fold(1.0, f64::max);
+
+    let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(380);
+    let palette = |i: usize| Palette99::pick(i).to_rgba();
+
+    let mut upper = ChartBuilder::on(&top)
+        .caption(
+            format!("{model}: 2xx answers per {window_ms} ms window"),
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x_min..x_max, 0.0..ok_max * 1.1)?;
+    upper
+        .configure_mesh()
+        .x_desc("seconds since the fault")
+        .y_desc("2xx / window")
+        .draw()?;
+    upper.draw_series(LineSeries::new(
+        [(0.0, 0.0), (0.0, ok_max * 1.1)],
+        BLACK.stroke_width(1),
+    ))?;
+    for (i, (name, ok, _)) in series.iter().enumerate() {
+        let color = palette(i);
+        upper
+            .draw_series(LineSeries::new(ok.iter().copied(), color.stroke_width(2)))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    upper
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerLeft)
+        .draw()?;
+
+    let mut lower = ChartBuilder::on(&bottom)
+        .caption(
+            format!("{model}: p99 latency per window (ms, latency-corrected)"),
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x_min..x_max, (0.1..p99_max * 1.5).log_scale())?;
+    lower
+        .configure_mesh()
+        .x_desc("seconds since the fault")
+        .y_desc("p99 ms")
+        .draw()?;
+    for (i, (_, _, p99)) in series.iter().enumerate() {
+        lower.draw_series(LineSeries::new(
+            p99.iter().copied(),
+            palette(i).stroke_width(2),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! `lab crash` end to end: one short fault per model, checked for
+//! consistency (never for speed), and a threadpool abort that must kill it.
+//!
+//! Each `lab` runs in its own process group, killed whole on drop, so a
+//! failing assertion leaves no server or load generator behind.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lab::crash::report::{CrashRun, FaultRecord};
+use lab::report::CellStatus;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+struct Lab {
+    child: Child,
+    group: i32,
+}
+
+impl Lab {
+    fn start(args: &[&str]) -> Lab {
+        let child = Command::new(env!("CARGO_BIN_EXE_lab"))
+            .args(args)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lab");
+        let group = child.id() as i32;
+        Lab { child, group }
+    }
+
+    fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let start = Instant::now();
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(start.elapsed() < limit, "lab ran longer than {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        (self.child.wait().expect("status"), stderr)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.group), Signal::SIGKILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn group_members(group: i32) -> Vec<i32> {
+    procfs::process::all_processes()
+        .map(|all| {
+            all.filter_map(|p| p.ok()?.stat().ok())
+                .filter(|s| s.pgrp == group && s.state != 'Z')
+                .map(|s| s.pid)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "crash-{name}-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs one short fault and returns its record, after checking the run
+/// finished and left no process behind.
+fn crash_once(model: &str, fault: &str) -> (FaultRecord, PathBuf) {
+    // One loaded server at a time: in parallel they would share the cores
+    // and each measure the other.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = scratch(fault);
+    let lab = Lab::start(&[
+        "crash",
+        "--models",
+        model,
+        "--faults",
+        fault,
+        "--probe",
+        "500ms",
+        "--before",
+        "1200ms",
+        "--after",
+        "2s",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "t",
+    ]);
+    let group = lab.group;
+    // Generous: the first call may build the servers.
+    let (status, stderr) = lab.finish(Duration::from_secs(600));
+    assert!(status.success(), "lab crash failed: {status}\n{stderr}");
+    assert!(
+        group_members(group).is_empty(),
+        "processes left: {:?}",
+        group_members(group)
+    );
+    let dir = out.join("t");
+    let text = std::fs::read_to_string(dir.join("crash.json")).expect("crash.json");
+    let run: CrashRun = serde_json::from_str(&text).expect("crash.json parses");
+    assert!(run.complete);
+    assert_eq!(run.results.len(), 1);
+    let record = run.results.into_iter().next().unwrap();
+    assert_eq!(record.status, CellStatus::Ok, "{:?}", record.error);
+    assert!(record.left_running.is_empty());
+    (record, dir)
+}
+
+/// Failures can only be requests in flight at the fault (at the `/stats`
+/// read just before it), the `/crash` request itself, or requests the load
+/// generator issued between that read and the replacement being ready: at
+/// most the rate times that gap, rounded up, plus one for a request
+/// already scheduled at its start.
+fn failure_bound(r: &FaultRecord) -> u64 {
+    let read = r.stats_read_at_s.expect("stats read");
+    let gap = r.replaced_at_s.map_or(0.0, |at| (at - read).max(0.0));
+    let issued = (r.rate_rps.expect("rate") * gap).ceil() as u64 + 1;
+    r.in_flight_at_fault.expect("in flight") + u64::from(r.crash_request_failed) + issued
+}
+
+#[test]
+fn prefork_sigkill_fails_few_requests_and_recovers() {
+    let (r, dir) = crash_once("prefork", "kill");
+    assert!(r.survived);
+    assert!(r.recovered, "{}", r.timeline);
+    assert!(
+        r.replaced_at_s.is_some(),
+        "the killed worker was not replaced"
+    );
+    assert!(
+        r.requests_failed <= failure_bound(&r),
+        "failed {} > bound {} ({:?})",
+        r.requests_failed,
+        failure_bound(&r),
+        r.errors
+    );
+    let capacity = r.capacity_after.as_ref().expect("capacity after");
+    assert_eq!(capacity.workers_alive, capacity.workers);
+    assert!(capacity.restarts >= 1);
+    assert_eq!(r.exit_code, Some(0));
+    assert!(!r.windows.is_empty() && r.timeline.contains('|'));
+    assert!(dir.join("crash.md").is_file());
+    let svg = std::fs::read_to_string(dir.join("crash-prefork.svg")).expect("svg");
+    assert!(svg.starts_with("<svg") || svg.contains("<svg"));
+}
+
+#[test]
+fn threadpool_panic_fails_only_its_own_request() {
+    let (r, _) = crash_once("threadpool", "panic");
+    assert!(r.survived);
+    assert!(r.recovered, "{}", r.timeline);
+    // The /crash request gets a 500; the pool thread catches the panic and
+    // goes on, so nothing else should fail.
+    assert!(r.crash_request.starts_with('5'), "{}", r.crash_request);
+    assert!(
+        r.requests_failed <= failure_bound(&r),
+        "failed {} > bound {} ({:?})",
+        r.requests_failed,
+        failure_bound(&r),
+        r.errors
+    );
+    let capacity = r.capacity_after.as_ref().expect("capacity after");
+    assert_eq!(capacity.workers_alive, capacity.workers);
+    assert_eq!(r.exit_code, Some(0));
+}
+
+#[test]
+fn threadpool_abort_takes_the_process_down() {
+    let (r, _) = crash_once("threadpool", "abort");
+    assert!(!r.survived);
+    assert!(!r.recovered, "{}", r.timeline);
+    assert!(r.load_errors > 0, "nothing failed after the abort");
+}
+
+#[test]
+fn impossible_crash_plans_exit_2() {
+    for args in [
+        &["crash", "--models", "bare"][..],
+        &["crash", "--models", "threadpool", "--faults", "kill"],
+        &["crash", "--before", "100ms"],
+    ] {
+        let (status, stderr) = Lab::start(args).finish(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}

@@ -201,16 +201,18 @@ impl Server {
         grace_ms: u64,
         ready_timeout: Duration,
     ) -> Result<Server, StartFailure> {
-        Server::start_with(exe, workers, grace_ms, ready_timeout, &[])
+        Server::start_with(exe, workers, grace_ms, ready_timeout, &[], &[])
     }
 
-    /// [`Server::start`] with model flags added (`--allow-crash`, ...).
+    /// [`Server::start`] with model flags added (`--allow-crash`, ...) and
+    /// environment variables set.
     pub fn start_with(
         exe: &Path,
         workers: u16,
         grace_ms: u64,
         ready_timeout: Duration,
         extra: &[String],
+        env: &[(&str, &str)],
     ) -> Result<Server, StartFailure> {
         let fail = |error, stderr: &StderrTail| StartFailure {
             error,
@@ -223,6 +225,7 @@ impl Server {
             .arg("--grace-ms")
             .arg(grace_ms.to_string())
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -55,6 +55,12 @@ pub const RECOVERY: RecoveryRule = RecoveryRule {
 pub const BASELINE_FROM_S: f64 = 0.5;
 /// The servers' `--grace-ms` when stopped at the end.
 const GRACE_MS: u64 = 1_000;
+/// The servers' environment on top of ours. Without it a caller's
+/// `RUST_BACKTRACE=1` makes every panic print a symbolised backtrace first,
+/// which freezes a prefork worker for about 100 ms before it exits and fails
+/// every request queued on it meanwhile: a figure about the shell, not the
+/// model.
+pub const SERVER_ENV: [(&str, &str); 1] = [("RUST_BACKTRACE", "0")];
 /// How often `/stats` is polled for the replacement after the fault.
 const POLL: Duration = Duration::from_millis(20);
 /// Timeout of one `/stats` read: one read may land on a hung worker.
@@ -302,14 +308,20 @@ fn measure(
         "--worker-timeout-ms".to_owned(),
         args.worker_timeout_ms.to_string(),
     ];
-    let mut server =
-        match Server::start_with(&exe, args.workers, GRACE_MS, args.ready_timeout, &extra) {
-            Ok(server) => server,
-            Err(failure) => {
-                record.stderr_tail = failure.stderr;
-                return Err(failure.error.into());
-            }
-        };
+    let mut server = match Server::start_with(
+        &exe,
+        args.workers,
+        GRACE_MS,
+        args.ready_timeout,
+        &extra,
+        &SERVER_ENV,
+    ) {
+        Ok(server) => server,
+        Err(failure) => {
+            record.stderr_tail = failure.stderr;
+            return Err(failure.error.into());
+        }
+    };
     *stderr_out = server.stderr.clone();
     let addr = server.ready.addr;
     let mut tree = Tree::default();

@@ -167,12 +167,13 @@ pub fn write_all(dir: &Path, run: &CrashRun) -> std::io::Result<()> {
     Ok(())
 }
 
-const COLUMNS: [&str; 8] = [
+const COLUMNS: [&str; 9] = [
     "model",
     "fault",
     "failed",
     "in flight at fault",
     "survived",
+    "replaced in",
     "recovered in",
     "capacity after",
     "the /crash request",
@@ -195,6 +196,10 @@ fn row(r: &FaultRecord) -> Vec<String> {
         },
     );
     row.push(if r.survived { "yes" } else { "no" }.into());
+    row.push(match (r.replaced_at_s, r.fault_at_s) {
+        (Some(at), Some(fault)) => format!("{:.0} ms", (at - fault) * 1000.0),
+        _ => "-".into(),
+    });
     row.push(match r.time_to_recover_ms {
         Some(ms) => format!("{ms:.0} ms"),
         None => "never".into(),
@@ -251,7 +256,9 @@ pub fn render_markdown(run: &CrashRun) -> String {
         md,
         "\n**failed**: load requests with no answer or a non-2xx answer, plus the `/crash` \
          request itself when it got no 2xx. **in flight at fault**: requests the server held \
-         at a `/stats` read just before the fault, that read not counted. **recovered in**: \
+         at a `/stats` read just before the fault, that read not counted. **replaced in**: from \
+         the fault to the first `/stats` poll (every 20 ms) that shows the slot restarted and \
+         ready. **recovered in**: \
          from the fault to the first of {} windows in a row back at ≥ {:.0}% of the \
          pre-fault mean 2xx per {} ms window (resolution: one window). **capacity after**: \
          workers or pool threads ready at the end; for threadpool, threads lost to a hang \

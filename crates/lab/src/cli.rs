@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::crash::Fault;
-use crate::matrix::{Model, Workload};
+use crate::matrix::{Balance, Model, Workload};
 
 /// The harness for the lab's server models.
 #[derive(Parser, Debug)]
@@ -96,6 +96,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_run_name)]
     pub name: Option<String>,
 
+    /// How prefork spreads connections over its workers (its `--balance`).
+    /// `reuseport` (one socket per worker, the kernel hashes connections
+    /// across them) keeps the comparison about processes versus threads:
+    /// with `shared`, keep-alive clients that reconnect while a dead worker
+    /// is being replaced all land on the survivors and stay there.
+    #[arg(long, value_enum, default_value_t = Balance::Reuseport)]
+    pub balance: Balance,
+
     /// Take the server binaries from this folder instead of building them
     /// next to `lab`.
     #[arg(long, value_name = "DIR")]
@@ -172,6 +180,14 @@ pub struct CrashArgs {
     /// The run's folder name [default: UTC date and time, then `-crash`].
     #[arg(long, value_name = "NAME", value_parser = parse_run_name)]
     pub name: Option<String>,
+
+    /// How prefork spreads connections over its workers (its `--balance`).
+    /// `reuseport` (one socket per worker, the kernel hashes connections
+    /// across them) keeps the comparison about processes versus threads:
+    /// with `shared`, keep-alive clients that reconnect while a dead worker
+    /// is being replaced all land on the survivors and stay there.
+    #[arg(long, value_enum, default_value_t = Balance::Reuseport)]
+    pub balance: Balance,
 
     /// Take the server binaries from this folder instead of building them
     /// next to `lab`.

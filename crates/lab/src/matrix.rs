@@ -35,6 +35,33 @@ impl Model {
     pub fn serves(self, workload: Workload) -> bool {
         self != Model::Bare || workload == Workload::Noop
     }
+
+    /// The model flags the harness adds to the contract's: prefork's
+    /// `--balance`; the others have none that matter here.
+    pub fn flags(self, balance: Balance) -> Vec<String> {
+        match self {
+            Model::Prefork => vec!["--balance".into(), balance.name().into()],
+            Model::Bare | Model::Threadpool => Vec::new(),
+        }
+    }
+}
+
+/// prefork's `--balance` policies.
+#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    Shared,
+    #[default]
+    Reuseport,
+}
+
+impl Balance {
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::Shared => "shared",
+            Balance::Reuseport => "reuseport",
+        }
+    }
 }
 
 impl fmt::Display for Model {
@@ -129,6 +156,7 @@ pub struct Plan {
     pub warmup: Duration,
     pub io_ms: u32,
     pub ready_timeout: Duration,
+    pub balance: Balance,
 }
 
 impl Plan {
@@ -180,6 +208,7 @@ impl Plan {
             warmup: args.warmup.unwrap_or(warmup),
             io_ms: args.io_ms,
             ready_timeout: args.ready_timeout,
+            balance: args.balance,
         }
     }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use serde::{Deserialize, Serialize};
 
-use crate::matrix::{Model, Profile, Workload};
+use crate::matrix::{Balance, Model, Profile, Workload};
 use crate::procs;
 
 /// Bumped whenever a field of [`RunRecord`] changes meaning or goes away.
@@ -67,6 +67,8 @@ pub struct Params {
     pub ready_timeout_s: f64,
     pub grace_ms: u64,
     pub sample_interval_ms: u64,
+    /// prefork's `--balance`.
+    pub balance: Balance,
     pub server_dir: PathBuf,
 }
 
@@ -356,7 +358,7 @@ fn summary_markdown(run: &RunRecord) -> String {
     );
     let _ = writeln!(
         out,
-        "Load {} s per cell after {} s of warm-up. cpu: {} PBKDF2 iterations per request{}; io: {} ms wait.\n",
+        "Load {} s per cell after {} s of warm-up. cpu: {} PBKDF2 iterations per request{}; io: {} ms wait. prefork runs with `--balance {}`.\n",
         run.params.duration_s,
         run.params.warmup_s,
         run.params.cpu_iters,
@@ -365,6 +367,7 @@ fn summary_markdown(run: &RunRecord) -> String {
             .map(|k| format!(" ({:.2} ms on one core here)", k.median_ms))
             .unwrap_or_default(),
         run.params.io_ms,
+        run.params.balance.name(),
     );
     out.push_str(&render_markdown(&run.cells));
     out.push_str(
@@ -632,6 +635,7 @@ mod tests {
                 ready_timeout_s: 15.0,
                 grace_ms: 2000,
                 sample_interval_ms: 100,
+                balance: Balance::Reuseport,
                 server_dir: "/x".into(),
             },
             cpu_kernel: None,

@@ -238,7 +238,15 @@ fn measure(
     }
     let exe = crate::servers::locate(&ctx.server_dir, cell.model)?;
     let plan = &ctx.plan;
-    let mut server = match Server::start(&exe, cell.workers, GRACE_MS, plan.ready_timeout) {
+    let flags = cell.model.flags(plan.balance);
+    let mut server = match Server::start_with(
+        &exe,
+        cell.workers,
+        GRACE_MS,
+        plan.ready_timeout,
+        &flags,
+        &[],
+    ) {
         Ok(server) => server,
         Err(failure) => {
             record.stderr_tail = failure.stderr;

@@ -340,6 +340,13 @@ impl Server {
         tree: &[ProcEntry],
         timeout: Duration,
     ) -> Result<(Option<i32>, Vec<ProcEntry>), ServerError> {
+        // A reaped pid may already belong to another process: only signal
+        // a server whose exit we have not collected.
+        if self.reaped {
+            return Err(ServerError::Died {
+                status: "exited before it was stopped".into(),
+            });
+        }
         kill(Pid::from_raw(self.pid()), Signal::SIGTERM).map_err(|e| ServerError::Os(e.into()))?;
         let status = self
             .wait_for_exit(timeout)
@@ -358,13 +365,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Once reaped, our pid may belong to a stranger, and the server's
+        // orphans (if any) are no longer its descendants: nothing to do.
+        if self.reaped {
+            return;
+        }
         // Kill the tree leaves too: the contract says workers die with the
         // master, but a guard must not rely on the code it guards.
         let tree = procs::descendants(self.pid(), &procs::process_table());
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         for process in tree.iter().skip(1) {
             if !procs::still_running(&[*process]).is_empty() {
                 let _ = kill(Pid::from_raw(process.pid), Signal::SIGKILL);

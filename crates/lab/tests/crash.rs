@@ -4,80 +4,14 @@
 //! Each `lab` runs in its own process group, killed whole on drop, so a
 //! failing assertion leaves no server or load generator behind.
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use lab::crash::report::{CrashRun, FaultRecord};
 use lab::report::CellStatus;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 
-struct Lab {
-    child: Child,
-    group: i32,
-}
-
-impl Lab {
-    fn start(args: &[&str]) -> Lab {
-        let child = Command::new(env!("CARGO_BIN_EXE_lab"))
-            .args(args)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start lab");
-        let group = child.id() as i32;
-        Lab { child, group }
-    }
-
-    fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
-        let start = Instant::now();
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(start.elapsed() < limit, "lab ran longer than {limit:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-        }
-        (self.child.wait().expect("status"), stderr)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.group), Signal::SIGKILL);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn group_members(group: i32) -> Vec<i32> {
-    procfs::process::all_processes()
-        .map(|all| {
-            all.filter_map(|p| p.ok()?.stat().ok())
-                .filter(|s| s.pgrp == group && s.state != 'Z')
-                .map(|s| s.pid)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "crash-{name}-{}-{:?}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{run_lab, scratch};
 
 /// Runs one short fault and returns its record, after checking the run
 /// finished and left no process behind.
@@ -87,7 +21,7 @@ fn crash_once(model: &str, fault: &str) -> (FaultRecord, PathBuf) {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let out = scratch(fault);
-    let lab = Lab::start(&[
+    let args = [
         "crash",
         "--models",
         model,
@@ -109,16 +43,11 @@ fn crash_once(model: &str, fault: &str) -> (FaultRecord, PathBuf) {
         out.to_str().unwrap(),
         "--name",
         "t",
-    ]);
-    let group = lab.group;
+    ];
     // Generous: the first call may build the servers.
-    let (status, stderr) = lab.finish(Duration::from_secs(600));
+    let (status, _, stderr, left) = run_lab(&args, Duration::from_secs(600));
     assert!(status.success(), "lab crash failed: {status}\n{stderr}");
-    assert!(
-        group_members(group).is_empty(),
-        "processes left: {:?}",
-        group_members(group)
-    );
+    assert!(left.is_empty(), "processes left: {left:?}");
     let dir = out.join("t");
     let text = std::fs::read_to_string(dir.join("crash.json")).expect("crash.json");
     let run: CrashRun = serde_json::from_str(&text).expect("crash.json parses");
@@ -203,7 +132,7 @@ fn impossible_crash_plans_exit_2() {
         &["crash", "--models", "threadpool", "--faults", "kill"],
         &["crash", "--before", "100ms"],
     ] {
-        let (status, stderr) = Lab::start(args).finish(Duration::from_secs(30));
+        let (status, _, stderr, _) = run_lab(args, Duration::from_secs(30));
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }

@@ -5,96 +5,14 @@
 //! a load generator behind.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use lab::report::{CellStatus, RunRecord};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 
-/// A `lab` child in its own process group; the whole group dies on drop.
-struct Lab {
-    child: Option<Child>,
-    group: i32,
-}
-
-impl Lab {
-    fn start(args: &[&str]) -> Lab {
-        let child = Command::new(env!("CARGO_BIN_EXE_lab"))
-            .args(args)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start lab");
-        let group = child.id() as i32;
-        Lab {
-            child: Some(child),
-            group,
-        }
-    }
-
-    /// Waits up to `limit`, then returns status and output.
-    fn finish(mut self, limit: Duration) -> (ExitStatus, String, String) {
-        let start = Instant::now();
-        let child = self.child.as_mut().expect("running");
-        while child.try_wait().expect("wait").is_none() {
-            assert!(start.elapsed() < limit, "lab ran longer than {limit:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = self
-            .child
-            .take()
-            .expect("running")
-            .wait_with_output()
-            .expect("output");
-        (
-            status,
-            String::from_utf8_lossy(&stdout).into_owned(),
-            String::from_utf8_lossy(&stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.group), Signal::SIGKILL);
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Processes still in a process group (zombies aside).
-fn group_members(group: i32) -> Vec<i32> {
-    procfs::process::all_processes()
-        .map(|all| {
-            all.filter_map(|p| p.ok()?.stat().ok())
-                .filter(|s| s.pgrp == group && s.state != 'Z')
-                .map(|s| s.pid)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "lab-{name}-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{run_lab, scratch};
 
 fn read_run(dir: &Path) -> RunRecord {
     let text = std::fs::read_to_string(dir.join("run.json")).expect("run.json");
@@ -104,7 +22,7 @@ fn read_run(dir: &Path) -> RunRecord {
 #[test]
 fn a_tiny_matrix_runs_end_to_end() {
     let out = scratch("tiny");
-    let lab = Lab::start(&[
+    let args = [
         "run",
         "--models",
         "bare,prefork,threadpool",
@@ -124,16 +42,11 @@ fn a_tiny_matrix_runs_end_to_end() {
         out.to_str().unwrap(),
         "--name",
         "tiny",
-    ]);
-    let group = lab.group;
+    ];
     // Generous: the first call may build both servers.
-    let (status, stdout, stderr) = lab.finish(Duration::from_secs(600));
+    let (status, stdout, stderr, left) = run_lab(&args, Duration::from_secs(600));
     assert!(status.success(), "lab failed: {status}\n{stderr}");
-    assert!(
-        group_members(group).is_empty(),
-        "processes left: {:?}",
-        group_members(group)
-    );
+    assert!(left.is_empty(), "processes left: {left:?}");
 
     let dir = out.join("tiny");
     let run = read_run(&dir);
@@ -207,7 +120,7 @@ fn bad_input_exits_2_with_one_line() {
         &["run", "--duration", "soon"],
         &["run", "--models", "bare", "--workloads", "cpu,io"],
     ] {
-        let (status, stdout, stderr) = Lab::start(args).finish(Duration::from_secs(30));
+        let (status, stdout, stderr, _) = run_lab(args, Duration::from_secs(30));
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stdout.is_empty());
@@ -221,7 +134,7 @@ fn fake_server(dir: &Path, script: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn run_fake(script: &str, extra: &[&str]) -> (ExitStatus, RunRecord, Vec<i32>) {
+fn run_fake(script: &str, extra: &[&str]) -> (ExitStatus, RunRecord, Vec<u32>) {
     let out = scratch("fake");
     let bin = out.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -244,10 +157,8 @@ fn run_fake(script: &str, extra: &[&str]) -> (ExitStatus, RunRecord, Vec<i32>) {
         "fake",
     ];
     args.extend_from_slice(extra);
-    let lab = Lab::start(&args);
-    let group = lab.group;
-    let (status, _, _) = lab.finish(Duration::from_secs(60));
-    (status, read_run(&out.join("fake")), group_members(group))
+    let (status, _, _, left) = run_lab(&args, Duration::from_secs(60));
+    (status, read_run(&out.join("fake")), left)
 }
 
 #[test]

@@ -52,9 +52,11 @@ pub fn run(context: &WorkerContext, slot: usize, master_signals: &SignalFd) -> !
 
     // An uncaught panic ends a Node process; make it end this worker too
     // (tokio would otherwise catch it and kill only the connection task).
-    let report = std::panic::take_hook();
+    // One log line, not the default hook: with RUST_BACKTRACE set, the
+    // default hook symbolises a backtrace first, which holds the dying
+    // worker (and the connections queued on it) for about 100 ms.
     std::panic::set_hook(Box::new(move |info| {
-        report(info);
+        tracing::error!(slot, "worker panicked, exiting: {info}");
         std::process::exit(101);
     }));
 

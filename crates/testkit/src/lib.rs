@@ -1,9 +1,10 @@
 //! Test helpers for every server model, and the contract cases they share.
 //!
 //! - [`Server`] starts a real server binary on `127.0.0.1:0` in a process
-//!   group of its own, waits for the ready line, and on drop SIGKILLs the
-//!   whole group and reaps it: no test leaves a worker behind, even when an
-//!   assertion fails halfway.
+//!   group of its own ([`Group`]), waits for the ready line, and on drop
+//!   SIGKILLs the whole group and reaps it: no test leaves a worker behind,
+//!   even when an assertion fails halfway. [`Group`] alone serves tests
+//!   that start other programs, such as the harness.
 //! - [`Response`] and the request helpers speak HTTP/1.1 over a plain
 //!   `TcpStream`, so tests can also send what no HTTP client would
 //!   (malformed request lines, headers dribbled in slowly).
@@ -11,16 +12,17 @@
 //!   test suite calls them with its own binary.
 
 pub mod cases;
+mod group;
 
-use std::io::{BufRead, BufReader, Read, Write};
+pub use group::Group;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 /// How long a server may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -30,26 +32,28 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 /// A running server under test.
 #[derive(Debug)]
 pub struct Server {
-    child: Child,
+    /// The server's process group: its master and every worker.
+    group: Group,
     /// The address from the ready line.
     pub addr: SocketAddr,
     /// The ready line itself.
     pub ready: serde_json::Value,
-    /// Everything the server wrote to stderr so far, collected by a thread.
-    stderr: Arc<Mutex<String>>,
-    /// Whatever the server wrote to stdout after its ready line, which the
-    /// contract says is nothing.
-    stdout_after_ready: Arc<Mutex<String>>,
-    /// Set once the child has been waited for.
-    status: Option<ExitStatus>,
 }
 
 impl Server {
     /// Starts `bin --listen 127.0.0.1:0 ARGS...` and waits for its ready line.
     pub fn start(bin: &str, args: &[&str]) -> Server {
         let mut server = Self::spawn(bin, args);
-        let line = server.read_ready_line();
-        let ready: serde_json::Value = serde_json::from_str(&line)
+        let has_line = || server.group.stdout().contains('\n');
+        if !wait_until(READY_TIMEOUT, has_line) {
+            panic!(
+                "no ready line within {READY_TIMEOUT:?}; stderr:\n{}",
+                server.stderr()
+            );
+        }
+        let stdout = server.group.stdout();
+        let line = stdout.lines().next().unwrap_or_default();
+        let ready: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("ready line {line:?} is not JSON: {e}"));
         assert_eq!(ready["event"], "ready", "{line}");
         assert_eq!(ready["pid"], server.pid(), "{line}");
@@ -61,100 +65,46 @@ impl Server {
     /// Starts the server without waiting for it to become ready (for servers
     /// that are expected never to be ready).
     pub fn spawn(bin: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(bin)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+        let mut command = Command::new(bin);
+        command
+            .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "info")
-            // Its own process group, so that drop can kill the master and
-            // every worker with one signal.
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = BufReader::new(child.stderr.take().expect("piped stderr"));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while pipe.read_line(&mut line).unwrap_or(0) > 0 {
-                sink.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
+            .env("RUST_LOG", "info");
         Server {
-            child,
+            group: Group::spawn(&mut command),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             ready: serde_json::Value::Null,
-            stderr,
-            stdout_after_ready: Arc::default(),
-            status: None,
-        }
-    }
-
-    fn read_ready_line(&mut self) -> String {
-        let stdout = self.child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let rest = self.stdout_after_ready.clone();
-        std::thread::spawn(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = stdout.read_line(&mut line);
-            let _ = tx.send(line);
-            let mut more = String::new();
-            while stdout.read_line(&mut more).unwrap_or(0) > 0 {
-                rest.lock().unwrap().push_str(&more);
-                more.clear();
-            }
-        });
-        match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(line) if !line.is_empty() => line,
-            _ => panic!(
-                "no ready line within {READY_TIMEOUT:?}; stderr:\n{}",
-                self.stderr()
-            ),
         }
     }
 
     /// The server's (master's) pid.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.group.pid()
     }
 
     /// Everything the server has written to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.group.stderr()
     }
 
-    /// What the server printed on stdout after the ready line.
+    /// What the server printed on stdout after the ready line, which the
+    /// contract says is nothing.
     pub fn stdout_after_ready(&self) -> String {
-        self.stdout_after_ready.lock().unwrap().clone()
+        let stdout = self.group.stdout();
+        stdout
+            .split_once('\n')
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or_default()
     }
 
     /// Sends `signal` to the server process (not its workers).
     pub fn signal(&self, signal: Signal) {
-        // Once reaped, the pid is free for the kernel to hand to another
-        // test's server: signalling it then could hit a stranger.
-        assert!(
-            self.status.is_none(),
-            "the server already exited: {:?}",
-            self.status
-        );
-        kill(Pid::from_raw(self.pid() as i32), signal).expect("signal the server");
+        self.group.signal(signal);
     }
 
     /// Waits up to `timeout` for the server to exit; `None` if it did not.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while self.status.is_none() && Instant::now() < deadline {
-            self.status = self.child.try_wait().expect("try_wait");
-            if self.status.is_none() {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        self.status
+        self.group.wait_timeout(timeout)
     }
 
     /// SIGTERM, then waits up to 15 s for the exit status.
@@ -167,7 +117,7 @@ impl Server {
     /// Pids still alive in the server's process group (the master's and its
     /// workers'), zombies excluded.
     pub fn group_members(&self) -> Vec<u32> {
-        processes_in_group(self.pid())
+        self.group.members()
     }
 
     /// Sends a GET with `Connection: close` and reads the whole response.
@@ -249,24 +199,6 @@ impl Server {
         let request = "GET /stats HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
         let response = self.try_send(request.as_bytes()).ok()?;
         serde_json::from_str(&response.body).ok()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // The master and its workers share the group we gave the master,
-        // whose id is the master's pid. While the master is unreaped, or
-        // while any member of its group lives, the kernel cannot reuse that
-        // id, so the group signal reaches only our processes. A reaped
-        // master with an empty group is the one case where the id may
-        // already belong to someone else: then there is nothing to kill.
-        let pgid = Pid::from_raw(self.pid() as i32);
-        if self.status.is_none() || !self.group_members().is_empty() {
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-        if self.status.is_none() {
-            let _ = self.child.wait();
-        }
     }
 }
 

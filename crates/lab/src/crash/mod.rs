@@ -303,11 +303,12 @@ fn measure(
 ) -> Result<(), Failure> {
     let args = &ctx.args;
     let exe = crate::servers::locate(&ctx.server_dir, model)?;
-    let extra = [
+    let mut extra = vec![
         "--allow-crash".to_owned(),
         "--worker-timeout-ms".to_owned(),
         args.worker_timeout_ms.to_string(),
     ];
+    extra.extend(model.flags(args.balance));
     let mut server = match Server::start_with(
         &exe,
         args.workers,

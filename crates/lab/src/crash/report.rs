@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Fault;
-use crate::matrix::Model;
+use crate::matrix::{Balance, Model};
 use crate::report::{CellStatus, Machine};
 
 /// Bumped whenever a field of [`CrashRun`] changes meaning or goes away.
@@ -54,6 +54,8 @@ pub struct CrashParams {
     pub recover_sustain_windows: usize,
     /// The pre-fault mean leaves out the load's first this many seconds.
     pub baseline_from_s: f64,
+    /// prefork's `--balance`.
+    pub balance: Balance,
     pub server_dir: PathBuf,
 }
 
@@ -230,8 +232,8 @@ pub fn render_markdown(run: &CrashRun) -> String {
     let _ = writeln!(
         md,
         "{} workers, `/cpu?iters={}` at {} connections, load {} with latency correction; \
-         fault after {:.1} s, load kept {:.1} s more; `--worker-timeout-ms {}`; {} build; \
-         {} ({} logical cores).\n",
+         fault after {:.1} s, load kept {:.1} s more; `--worker-timeout-ms {}`; prefork with \
+         `--balance {}`; {} build; {} ({} logical cores).\n",
         p.workers,
         p.cpu_iters,
         p.concurrency,
@@ -243,6 +245,7 @@ pub fn render_markdown(run: &CrashRun) -> String {
         p.before_s,
         p.after_s,
         p.worker_timeout_ms,
+        p.balance.name(),
         p.build,
         run.machine.cpu_model,
         run.machine.logical_cores,

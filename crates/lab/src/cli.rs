@@ -84,10 +84,6 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(0..=60_000))]
     pub io_ms: u32,
 
-    /// How long to wait for a server's ready line.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "15s")]
-    pub ready_timeout: Duration,
-
     /// Folder the run's folder is created in.
     #[arg(long, value_name = "DIR", default_value = "results")]
     pub out: PathBuf,
@@ -96,18 +92,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_run_name)]
     pub name: Option<String>,
 
-    /// How prefork spreads connections over its workers (its `--balance`).
-    /// `reuseport` (one socket per worker, the kernel hashes connections
-    /// across them) keeps the comparison about processes versus threads:
-    /// with `shared`, keep-alive clients that reconnect while a dead worker
-    /// is being replaced all land on the survivors and stay there.
-    #[arg(long, value_enum, default_value_t = Balance::Reuseport)]
-    pub balance: Balance,
-
-    /// Take the server binaries from this folder instead of building them
-    /// next to `lab`.
-    #[arg(long, value_name = "DIR")]
-    pub server_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub servers: ServerArgs,
 }
 
 /// `lab crash`'s flags. Every one has a default; with none, every fault
@@ -169,10 +155,6 @@ pub struct CrashArgs {
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub cpu_iters: Option<u32>,
 
-    /// How long to wait for a server's ready line.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "15s")]
-    pub ready_timeout: Duration,
-
     /// Folder the run's folder is created in.
     #[arg(long, value_name = "DIR", default_value = "results")]
     pub out: PathBuf,
@@ -181,18 +163,8 @@ pub struct CrashArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_run_name)]
     pub name: Option<String>,
 
-    /// How prefork spreads connections over its workers (its `--balance`).
-    /// `reuseport` (one socket per worker, the kernel hashes connections
-    /// across them) keeps the comparison about processes versus threads:
-    /// with `shared`, keep-alive clients that reconnect while a dead worker
-    /// is being replaced all land on the survivors and stay there.
-    #[arg(long, value_enum, default_value_t = Balance::Reuseport)]
-    pub balance: Balance,
-
-    /// Take the server binaries from this folder instead of building them
-    /// next to `lab`.
-    #[arg(long, value_name = "DIR")]
-    pub server_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub servers: ServerArgs,
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {
@@ -310,4 +282,25 @@ mod tests {
         assert_eq!(args.workers, [1, 2]);
         assert_eq!(args.models, [Model::Prefork]);
     }
+}
+
+/// How `lab run` and `lab crash` find, start and configure the servers.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// How long to wait for a server's ready line.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "15s")]
+    pub ready_timeout: Duration,
+
+    /// How prefork spreads connections over its workers (its `--balance`).
+    /// `reuseport` (one socket per worker, the kernel hashes connections
+    /// across them) keeps the comparison about processes versus threads:
+    /// with `shared`, keep-alive clients that reconnect while a dead worker
+    /// is being replaced all land on the survivors and stay there.
+    #[arg(long, value_enum, default_value_t = Balance::Reuseport)]
+    pub balance: Balance,
+
+    /// Take the server binaries from this folder instead of building them
+    /// next to `lab`.
+    #[arg(long, value_name = "DIR")]
+    pub server_dir: Option<PathBuf>,
 }

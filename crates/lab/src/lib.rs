@@ -120,7 +120,7 @@ pub fn crash(args: &cli::CrashArgs) -> Result<crash::report::CrashRun, Error> {
         }
         all
     });
-    let server_dir = match &args.server_dir {
+    let server_dir = match &args.servers.server_dir {
         Some(dir) => dir.clone(),
         None => {
             if let Err(e) = servers::build_with_cargo(&models) {
@@ -166,7 +166,7 @@ pub fn crash(args: &cli::CrashArgs) -> Result<crash::report::CrashRun, Error> {
             recover_threshold: crash::RECOVERY.threshold,
             recover_sustain_windows: crash::RECOVERY.sustain,
             baseline_from_s: crash::BASELINE_FROM_S,
-            balance: args.balance,
+            balance: args.servers.balance,
             server_dir: server_dir.clone(),
         },
         results: Vec::new(),
@@ -217,7 +217,7 @@ pub fn run(args: &RunArgs) -> Result<RunOutcome, Error> {
 
     // The servers: built by the cargo that runs us, unless told where they are.
     let mut build_errors = HashMap::new();
-    let server_dir = match &args.server_dir {
+    let server_dir = match &args.servers.server_dir {
         Some(dir) => dir.clone(),
         None => {
             build_servers(&plan, &mut build_errors);

@@ -207,8 +207,8 @@ impl Plan {
             duration: args.duration.unwrap_or(duration),
             warmup: args.warmup.unwrap_or(warmup),
             io_ms: args.io_ms,
-            ready_timeout: args.ready_timeout,
-            balance: args.balance,
+            ready_timeout: args.servers.ready_timeout,
+            balance: args.servers.balance,
         }
     }
 

@@ -71,6 +71,20 @@ fn failure_bound(r: &FaultRecord) -> u64 {
     r.in_flight_at_fault.expect("in flight") + u64::from(r.crash_request_failed) + issued
 }
 
+/// What every surviving fault must satisfy: no more failures than the bound,
+/// and every worker alive again at the end.
+fn assert_consistent(r: &FaultRecord) {
+    assert!(
+        r.requests_failed <= failure_bound(r),
+        "failed {} > bound {} ({:?})",
+        r.requests_failed,
+        failure_bound(r),
+        r.errors
+    );
+    let capacity = r.capacity_after.as_ref().expect("capacity after");
+    assert_eq!(capacity.workers_alive, capacity.workers);
+}
+
 #[test]
 fn prefork_sigkill_fails_few_requests_and_recovers() {
     let (r, dir) = crash_once("prefork", "kill");
@@ -80,15 +94,8 @@ fn prefork_sigkill_fails_few_requests_and_recovers() {
         r.replaced_at_s.is_some(),
         "the killed worker was not replaced"
     );
-    assert!(
-        r.requests_failed <= failure_bound(&r),
-        "failed {} > bound {} ({:?})",
-        r.requests_failed,
-        failure_bound(&r),
-        r.errors
-    );
+    assert_consistent(&r);
     let capacity = r.capacity_after.as_ref().expect("capacity after");
-    assert_eq!(capacity.workers_alive, capacity.workers);
     assert!(capacity.restarts >= 1);
     assert_eq!(r.exit_code, Some(0));
     assert!(!r.windows.is_empty() && r.timeline.contains('|'));
@@ -105,15 +112,7 @@ fn threadpool_panic_fails_only_its_own_request() {
     // The /crash request gets a 500; the pool thread catches the panic and
     // goes on, so nothing else should fail.
     assert!(r.crash_request.starts_with('5'), "{}", r.crash_request);
-    assert!(
-        r.requests_failed <= failure_bound(&r),
-        "failed {} > bound {} ({:?})",
-        r.requests_failed,
-        failure_bound(&r),
-        r.errors
-    );
-    let capacity = r.capacity_after.as_ref().expect("capacity after");
-    assert_eq!(capacity.workers_alive, capacity.workers);
+    assert_consistent(&r);
     assert_eq!(r.exit_code, Some(0));
 }
 

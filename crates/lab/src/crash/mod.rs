@@ -308,12 +308,12 @@ fn measure(
         "--worker-timeout-ms".to_owned(),
         args.worker_timeout_ms.to_string(),
     ];
-    extra.extend(model.flags(args.balance));
+    extra.extend(model.flags(args.servers.balance));
     let mut server = match Server::start_with(
         &exe,
         args.workers,
         GRACE_MS,
-        args.ready_timeout,
+        args.servers.ready_timeout,
         &extra,
         &SERVER_ENV,
     ) {

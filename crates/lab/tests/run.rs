@@ -6,10 +6,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::ExitStatus;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use lab::report::{CellStatus, RunRecord};
+use testkit::Group;
 
 mod common;
 use common::{run_lab, scratch};
@@ -198,4 +199,60 @@ fn a_server_that_never_gets_ready_times_out_and_is_killed() {
     let cell = &run.cells[0];
     assert!(cell.error.as_deref().unwrap().contains("no ready line"));
     assert_eq!(cell.stderr_tail, ["still loading"]);
+}
+
+/// Ctrl-C (SIGINT to the whole foreground group: lab, its server, its load
+/// generator) keeps the finished cells, marks the run interrupted, exits 130
+/// and leaves nothing running.
+#[test]
+fn ctrl_c_keeps_finished_cells_and_cleans_up() {
+    let out = scratch("ctrl-c");
+    let args = [
+        "run",
+        "--models",
+        "prefork",
+        "--workloads",
+        "noop",
+        "--workers",
+        "1,2,3,4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "cut",
+    ];
+    let mut lab = Group::spawn(Command::new(env!("CARGO_BIN_EXE_lab")).args(args));
+    let run_json = out.join("cut").join("run.json");
+    let one_cell_done = || {
+        std::fs::read_to_string(&run_json)
+            .ok()
+            .and_then(|text| serde_json::from_str::<RunRecord>(&text).ok())
+            .is_some_and(|run| !run.cells.is_empty())
+    };
+    // Generous: the first call may build the server.
+    assert!(
+        testkit::wait_until(Duration::from_secs(600), one_cell_done),
+        "no cell finished; stderr:\n{}",
+        lab.stderr()
+    );
+    lab.signal_group(nix::sys::signal::Signal::SIGINT);
+    let status = lab.finish(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "{}", lab.stderr());
+    assert!(
+        testkit::wait_until(Duration::from_secs(3), || lab.members().is_empty()),
+        "left running: {:?}",
+        lab.members()
+    );
+    let run = read_run(&out.join("cut"));
+    assert!(run.interrupted);
+    assert!(!run.complete);
+    assert!(
+        (1..4).contains(&run.cells.len()),
+        "{} cells",
+        run.cells.len()
+    );
+    assert_eq!(run.cells[0].status, CellStatus::Ok);
 }

@@ -65,6 +65,13 @@ impl Group {
         kill(Pid::from_raw(self.pid() as i32), signal).expect("signal the leader");
     }
 
+    /// Sends `signal` to every process in the group, as a terminal's Ctrl-C
+    /// does to its foreground group.
+    pub fn signal_group(&self, signal: Signal) {
+        assert!(self.status.is_none(), "already exited: {:?}", self.status);
+        killpg(Pid::from_raw(self.pid() as i32), signal).expect("signal the group");
+    }
+
     /// Waits up to `timeout` for the leader to exit; `None` if it did not.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -417,9 +417,7 @@ fn measure(
         .or_else(|| after.as_ref().and_then(|a| replacement(&before, a)));
     record.faulted_slot = slot;
     if model == Model::Prefork {
-        record.in_flight_on_faulted_worker = slot
-            .and_then(|s| before.workers.iter().find(|w| w.id == s))
-            .map(|w| w.in_flight);
+        record.in_flight_on_faulted_worker = slot.and_then(|s| before.in_flight_on(s));
     }
     record.replaced_at_s = replaced.map(|(at, _)| seconds(zero, at));
 
@@ -530,7 +528,7 @@ fn inject(
     let at = monotonic_ns();
     // On its own thread: a hang never answers, and the load goes on.
     let handle = std::thread::spawn(move || match probe::request(addr, "POST", &path, after) {
-        Ok((status, _)) => status.to_string(),
+        Ok(answer) => answer.status.to_string(),
         Err(probe::ProbeError::Io { source, .. }) => format!("no answer ({})", source.kind()),
         Err(e) => format!("no answer ({e})"),
     });

@@ -27,13 +27,22 @@ pub enum ProbeError {
     Json(#[source] serde_json::Error),
 }
 
-/// One request; returns the status and the body.
+/// What a request got back.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// The `x-worker` header: which worker's loop answered.
+    pub worker: Option<String>,
+    pub body: String,
+}
+
+/// One request.
 pub fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     timeout: Duration,
-) -> Result<(u16, String), ProbeError> {
+) -> Result<Answer, ProbeError> {
     let io = |source| ProbeError::Io { addr, source };
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
@@ -58,11 +67,17 @@ pub fn request(
         .nth(1)
         .and_then(|code| code.parse::<u16>().ok())
         .ok_or_else(|| ProbeError::Garbled(text.lines().next().unwrap_or("").to_owned()))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let worker = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("x-worker")
+            .then(|| value.trim().to_owned())
+    });
+    Ok(Answer {
+        status,
+        worker,
+        body: body.to_owned(),
+    })
 }
 
 /// The parts of `/stats` a crash run reads (the contract's, plus
@@ -76,6 +91,10 @@ pub struct Stats {
     pub main: Option<MainStats>,
     #[serde(default)]
     pub queue: Option<QueueStats>,
+    /// The worker slot whose loop answered this `/stats` (its `x-worker`),
+    /// and so counts the `/stats` request itself as in flight.
+    #[serde(skip)]
+    pub answered_by: Option<usize>,
     #[serde(default)]
     pub lost: Vec<LostStats>,
 }
@@ -130,6 +149,14 @@ impl Stats {
         total.saturating_sub(1)
     }
 
+    /// Requests worker `slot` held, the `/stats` request not counted if
+    /// that worker answered it.
+    pub fn in_flight_on(&self, slot: usize) -> Option<u64> {
+        let worker = self.workers.iter().find(|w| w.id == slot)?;
+        let own = u64::from(self.answered_by == Some(slot));
+        Some(worker.in_flight.saturating_sub(own))
+    }
+
     pub fn restarts(&self) -> u64 {
         self.workers.iter().map(|w| w.restarts).sum()
     }
@@ -137,11 +164,15 @@ impl Stats {
 
 /// `GET /stats`, parsed.
 pub fn stats(addr: SocketAddr, timeout: Duration) -> Result<Stats, ProbeError> {
-    let (status, body) = request(addr, "GET", "/stats", timeout)?;
-    if status != 200 {
-        return Err(ProbeError::Status { status });
+    let answer = request(addr, "GET", "/stats", timeout)?;
+    if answer.status != 200 {
+        return Err(ProbeError::Status {
+            status: answer.status,
+        });
     }
-    serde_json::from_str(&body).map_err(ProbeError::Json)
+    let mut stats: Stats = serde_json::from_str(&answer.body).map_err(ProbeError::Json)?;
+    stats.answered_by = answer.worker.and_then(|id| id.parse().ok());
+    Ok(stats)
 }
 
 #[cfg(test)]
@@ -158,6 +189,14 @@ mod tests {
         .unwrap();
         assert_eq!(prefork.in_flight(), 4);
         assert_eq!(prefork.restarts(), 1);
+        // Per worker, the /stats request counts only where it was served.
+        let answered_by_1 = Stats {
+            answered_by: Some(1),
+            ..prefork.clone()
+        };
+        assert_eq!(answered_by_1.in_flight_on(0), Some(3));
+        assert_eq!(answered_by_1.in_flight_on(1), Some(1));
+        assert_eq!(answered_by_1.in_flight_on(7), None);
         let threadpool: Stats = serde_json::from_str(
             r#"{"model":"threadpool","workers":[{"id":0,"pid":9,"state":"ready","in_flight":1,"restarts":0}],
                 "main":{"in_flight":7},"queue":{"depth":5,"capacity":64,"rejected":0},

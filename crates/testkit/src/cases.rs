@@ -237,12 +237,33 @@ pub fn graceful_shutdown(bin: &str, extra: &[&str]) {
         let mut bytes = Vec::new();
         stream.read_to_end(&mut bytes).map(|_| bytes)
     });
+    // Idle keep-alive connections, one that has served a request and one
+    // that never sent anything: shutdown closes them rather than waiting
+    // out the grace period (10 s by default) for requests that may never come.
+    let mut served = server.connect().expect("connect");
+    served
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !reply.ends_with(b"ok\n") {
+        let n = served.read(&mut chunk).expect("a keep-alive answer");
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    let _silent = server.connect().expect("connect");
     // Let the request reach a worker before the signal: in flight are then
     // the slow request and the `/stats` request asking.
     assert!(crate::wait_until(Duration::from_secs(5), || {
         total_in_flight(&server.stats()) >= 2
     }));
+    let signalled = Instant::now();
     let status = server.terminate();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "idle connections held the shutdown for {:?}",
+        signalled.elapsed()
+    );
     let bytes = in_flight
         .join()
         .unwrap()

@@ -394,8 +394,13 @@ fn measure(
 
     // The state after: the last read, then a second one to see how fast any
     // lost thread still burns CPU.
-    let after = probe::stats(addr, STATS_TIMEOUT).ok().or(last);
     record.survived = server.check_alive().is_ok();
+    // A dead server answers nothing: its capacity after is the last known
+    // layout (or the one before the fault) with nobody alive.
+    let after = probe::stats(addr, STATS_TIMEOUT)
+        .ok()
+        .or(last)
+        .or_else(|| (!record.survived).then(|| before.clone()));
     if let Some(after) = &after {
         let mut capacity = capacity_after(after);
         if !capacity.lost_threads.is_empty() && record.survived {

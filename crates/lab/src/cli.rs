@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::crash::Fault;
-use crate::matrix::{Balance, Model, Workload};
+use crate::matrix::{Balance, DatasetLoad, Model, Workload};
 
 /// The harness for the lab's server models.
 #[derive(Parser, Debug)]
@@ -298,6 +298,17 @@ pub struct ServerArgs {
     /// is being replaced all land on the survivors and stay there.
     #[arg(long, value_enum, default_value_t = Balance::Reuseport)]
     pub balance: Balance,
+
+    /// Give every server a read-only dataset of this many MiB (their
+    /// `--dataset-mb`), to see how each model's memory grows with it.
+    #[arg(long, value_name = "MB", default_value_t = 0)]
+    pub dataset_mb: usize,
+
+    /// Where prefork builds the dataset (its `--dataset-load`):
+    /// `before-fork` once in the master, its pages shared copy-on-write by
+    /// every worker; `per-worker` a private copy in each.
+    #[arg(long, value_enum, default_value_t = DatasetLoad::BeforeFork)]
+    pub dataset_load: DatasetLoad,
 
     /// Take the server binaries from this folder instead of building them
     /// next to `lab`.

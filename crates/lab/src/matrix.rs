@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, ServerArgs};
 
 /// A server model: the name is also its binary's name.
 #[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,12 +36,36 @@ impl Model {
         self != Model::Bare || workload == Workload::Noop
     }
 
-    /// The model flags the harness adds to the contract's: prefork's
-    /// `--balance`; the others have none that matter here.
-    pub fn flags(self, balance: Balance) -> Vec<String> {
+    /// The flags the harness starts this model with, beyond `--listen`,
+    /// `--workers` and `--grace-ms`: the dataset for the contract's models,
+    /// and prefork's own `--balance` and `--dataset-load`.
+    pub fn flags(self, servers: &ServerArgs) -> Vec<String> {
+        let mut flags = Vec::new();
+        if servers.dataset_mb > 0 && self != Model::Bare {
+            flags.extend(["--dataset-mb".into(), servers.dataset_mb.to_string()]);
+        }
+        if self == Model::Prefork {
+            flags.extend(["--balance".into(), servers.balance.name().into()]);
+            flags.extend(["--dataset-load".into(), servers.dataset_load.name().into()]);
+        }
+        flags
+    }
+}
+
+/// prefork's `--dataset-load` choices.
+#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetLoad {
+    #[default]
+    BeforeFork,
+    PerWorker,
+}
+
+impl DatasetLoad {
+    pub fn name(self) -> &'static str {
         match self {
-            Model::Prefork => vec!["--balance".into(), balance.name().into()],
-            Model::Bare | Model::Threadpool => Vec::new(),
+            DatasetLoad::BeforeFork => "before-fork",
+            DatasetLoad::PerWorker => "per-worker",
         }
     }
 }
@@ -155,8 +179,8 @@ pub struct Plan {
     pub duration: Duration,
     pub warmup: Duration,
     pub io_ms: u32,
-    pub ready_timeout: Duration,
-    pub balance: Balance,
+    /// How the servers are found, started and configured.
+    pub servers: ServerArgs,
 }
 
 impl Plan {
@@ -207,8 +231,7 @@ impl Plan {
             duration: args.duration.unwrap_or(duration),
             warmup: args.warmup.unwrap_or(warmup),
             io_ms: args.io_ms,
-            ready_timeout: args.servers.ready_timeout,
-            balance: args.servers.balance,
+            servers: args.servers.clone(),
         }
     }
 
@@ -268,6 +291,31 @@ fn dedup<T: PartialEq + Clone>(values: &[T]) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_model_gets_only_the_flags_it_takes() {
+        let servers = ServerArgs {
+            dataset_mb: 8,
+            dataset_load: DatasetLoad::PerWorker,
+            balance: Balance::Shared,
+            ..ServerArgs::default()
+        };
+        assert_eq!(
+            Model::Prefork.flags(&servers),
+            [
+                "--dataset-mb",
+                "8",
+                "--balance",
+                "shared",
+                "--dataset-load",
+                "per-worker"
+            ]
+        );
+        assert_eq!(Model::Threadpool.flags(&servers), ["--dataset-mb", "8"]);
+        assert!(Model::Bare.flags(&servers).is_empty());
+        let no_dataset = ServerArgs::default();
+        assert_eq!(Model::Threadpool.flags(&no_dataset), Vec::<String>::new());
+    }
 
     #[test]
     fn default_profile_is_both_models_three_workloads_three_sizes_and_bare_noop() {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use serde::{Deserialize, Serialize};
 
-use crate::matrix::{Balance, Model, Profile, Workload};
+use crate::matrix::{Balance, DatasetLoad, Model, Profile, Workload};
 use crate::procs;
 
 /// Bumped whenever a field of [`RunRecord`] changes meaning or goes away.
@@ -69,6 +69,12 @@ pub struct Params {
     pub sample_interval_ms: u64,
     /// prefork's `--balance`.
     pub balance: Balance,
+    /// Every contract server's `--dataset-mb` (0: none).
+    #[serde(default)]
+    pub dataset_mb: usize,
+    /// prefork's `--dataset-load`.
+    #[serde(default)]
+    pub dataset_load: DatasetLoad,
     pub server_dir: PathBuf,
 }
 
@@ -369,6 +375,14 @@ fn summary_markdown(run: &RunRecord) -> String {
         run.params.io_ms,
         run.params.balance.name(),
     );
+    if run.params.dataset_mb > 0 {
+        let _ = writeln!(
+            out,
+            "Every server holds a {} MiB dataset; prefork builds it with `--dataset-load {}`.\n",
+            run.params.dataset_mb,
+            run.params.dataset_load.name(),
+        );
+    }
     out.push_str(&render_markdown(&run.cells));
     out.push_str(
         "\n\nrps counts 2xx responses only. errors: non-2xx answers and client errors, not \
@@ -636,6 +650,8 @@ mod tests {
                 grace_ms: 2000,
                 sample_interval_ms: 100,
                 balance: Balance::Reuseport,
+                dataset_mb: 0,
+                dataset_load: DatasetLoad::BeforeFork,
                 server_dir: "/x".into(),
             },
             cpu_kernel: None,

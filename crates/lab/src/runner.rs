@@ -238,12 +238,12 @@ fn measure(
     }
     let exe = crate::servers::locate(&ctx.server_dir, cell.model)?;
     let plan = &ctx.plan;
-    let flags = cell.model.flags(plan.balance);
+    let flags = cell.model.flags(&plan.servers);
     let mut server = match Server::start_with(
         &exe,
         cell.workers,
         GRACE_MS,
-        plan.ready_timeout,
+        plan.servers.ready_timeout,
         &flags,
         &[],
     ) {

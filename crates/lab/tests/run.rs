@@ -256,3 +256,49 @@ fn ctrl_c_keeps_finished_cells_and_cleans_up() {
     );
     assert_eq!(run.cells[0].status, CellStatus::Ok);
 }
+
+/// The memory lesson is real: a dataset built before the fork is shared by
+/// the workers' page tables and counted once in PSS; built per worker, it is
+/// counted once per worker.
+#[test]
+fn a_dataset_built_before_fork_is_shared_and_per_worker_is_not() {
+    let idle_pss_mib = |load: &str| {
+        let out = scratch(load);
+        let args = [
+            "run",
+            "--models",
+            "prefork",
+            "--workloads",
+            "noop",
+            "--workers",
+            "2",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0",
+            "--dataset-mb",
+            "16",
+            "--dataset-load",
+            load,
+            "--out",
+            out.to_str().unwrap(),
+            "--name",
+            "mem",
+        ];
+        let (status, _, stderr, _) = run_lab(&args, Duration::from_secs(600));
+        assert!(status.success(), "{stderr}");
+        let run = read_run(&out.join("mem"));
+        assert_eq!(run.params.dataset_mb, 16);
+        let memory = run.cells[0].memory.as_ref().expect("memory");
+        memory.idle.pss_bytes as f64 / (1024.0 * 1024.0)
+    };
+    let shared = idle_pss_mib("before-fork");
+    let copied = idle_pss_mib("per-worker");
+    // 16 MiB once (master and two workers share it) against 16 MiB in each
+    // of two workers: about 16 MiB apart. Half of that is a safe margin.
+    assert!(shared >= 16.0, "the dataset is resident: {shared:.1} MiB");
+    assert!(
+        copied - shared >= 8.0,
+        "before-fork {shared:.1} MiB, per-worker {copied:.1} MiB"
+    );
+}

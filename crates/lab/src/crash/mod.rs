@@ -308,7 +308,7 @@ fn measure(
         "--worker-timeout-ms".to_owned(),
         args.worker_timeout_ms.to_string(),
     ];
-    extra.extend(model.flags(args.servers.balance));
+    extra.extend(model.flags(&args.servers));
     let mut server = match Server::start_with(
         &exe,
         args.workers,

@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Fault;
-use crate::matrix::{Balance, Model};
+use crate::matrix::{Balance, DatasetLoad, Model};
 use crate::report::{CellStatus, Machine};
 
 /// Bumped whenever a field of [`CrashRun`] changes meaning or goes away.
@@ -56,6 +56,11 @@ pub struct CrashParams {
     pub baseline_from_s: f64,
     /// prefork's `--balance`.
     pub balance: Balance,
+    /// Every server's `--dataset-mb` (0: none), and prefork's `--dataset-load`.
+    #[serde(default)]
+    pub dataset_mb: usize,
+    #[serde(default)]
+    pub dataset_load: DatasetLoad,
     pub server_dir: PathBuf,
 }
 

@@ -141,11 +141,6 @@ pub fn crash(args: &cli::CrashArgs) -> Result<crash::report::CrashRun, Error> {
         git_commit: git_commit(),
         machine: machine(),
         params: crash::report::CrashParams {
-            build: if cfg!(debug_assertions) {
-                "debug".into()
-            } else {
-                "release".into()
-            },
             models,
             faults: pairs.iter().fold(Vec::new(), |mut all, &(_, f)| {
                 if !all.contains(&f) {
@@ -166,10 +161,7 @@ pub fn crash(args: &cli::CrashArgs) -> Result<crash::report::CrashRun, Error> {
             recover_threshold: crash::RECOVERY.threshold,
             recover_sustain_windows: crash::RECOVERY.sustain,
             baseline_from_s: crash::BASELINE_FROM_S,
-            balance: args.servers.balance,
-            dataset_mb: args.servers.dataset_mb,
-            dataset_load: args.servers.dataset_load,
-            server_dir: server_dir.clone(),
+            servers: report::ServerParams::new(&args.servers, server_dir.clone()),
         },
         results: Vec::new(),
     };
@@ -271,11 +263,6 @@ pub fn run(args: &RunArgs) -> Result<RunOutcome, Error> {
         git_commit: git_commit(),
         params: Params {
             profile: plan.profile,
-            build: if cfg!(debug_assertions) {
-                "debug".into()
-            } else {
-                "release".into()
-            },
             models: plan.models.clone(),
             workloads: plan.workloads.clone(),
             workers: plan.workers.clone(),
@@ -288,10 +275,7 @@ pub fn run(args: &RunArgs) -> Result<RunOutcome, Error> {
             ready_timeout_s: plan.servers.ready_timeout.as_secs_f64(),
             grace_ms: runner::GRACE_MS,
             sample_interval_ms: runner::SAMPLE_INTERVAL.as_millis() as u64,
-            balance: plan.servers.balance,
-            dataset_mb: plan.servers.dataset_mb,
-            dataset_load: plan.servers.dataset_load,
-            server_dir: server_dir.clone(),
+            servers: report::ServerParams::new(&plan.servers, server_dir.clone()),
         },
         cpu_kernel: kernel.clone(),
         cells: Vec::new(),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use serde::{Deserialize, Serialize};
 
+use crate::cli::ServerArgs;
 use crate::matrix::{Balance, DatasetLoad, Model, Profile, Workload};
 use crate::procs;
 
@@ -52,8 +53,6 @@ pub struct Machine {
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Params {
     pub profile: Profile,
-    /// The build profile of `lab` and of the servers it ran.
-    pub build: String,
     pub models: Vec<Model>,
     pub workloads: Vec<Workload>,
     pub workers: Vec<u16>,
@@ -67,6 +66,17 @@ pub struct Params {
     pub ready_timeout_s: f64,
     pub grace_ms: u64,
     pub sample_interval_ms: u64,
+    #[serde(flatten)]
+    pub servers: ServerParams,
+}
+
+/// Which servers ran, and how they were configured: the part of the
+/// parameters `lab run` and `lab crash` share.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ServerParams {
+    /// The build profile of `lab` and of the servers it ran.
+    pub build: String,
+    pub server_dir: PathBuf,
     /// prefork's `--balance`.
     pub balance: Balance,
     /// Every contract server's `--dataset-mb` (0: none).
@@ -75,7 +85,23 @@ pub struct Params {
     /// prefork's `--dataset-load`.
     #[serde(default)]
     pub dataset_load: DatasetLoad,
-    pub server_dir: PathBuf,
+}
+
+impl ServerParams {
+    pub fn new(args: &ServerArgs, server_dir: PathBuf) -> ServerParams {
+        ServerParams {
+            build: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+            .into(),
+            server_dir,
+            balance: args.balance,
+            dataset_mb: args.dataset_mb,
+            dataset_load: args.dataset_load,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -347,7 +373,7 @@ fn summary_markdown(run: &RunRecord) -> String {
             Profile::Default => "Default",
             Profile::Quick => "Quick",
         },
-        run.params.build,
+        run.params.servers.build,
         run.started_at,
         if run.interrupted {
             ", **interrupted**"
@@ -373,14 +399,14 @@ fn summary_markdown(run: &RunRecord) -> String {
             .map(|k| format!(" ({:.2} ms on one core here)", k.median_ms))
             .unwrap_or_default(),
         run.params.io_ms,
-        run.params.balance.name(),
+        run.params.servers.balance.name(),
     );
-    if run.params.dataset_mb > 0 {
+    if run.params.servers.dataset_mb > 0 {
         let _ = writeln!(
             out,
             "Every server holds a {} MiB dataset; prefork builds it with `--dataset-load {}`.\n",
-            run.params.dataset_mb,
-            run.params.dataset_load.name(),
+            run.params.servers.dataset_mb,
+            run.params.servers.dataset_load.name(),
         );
     }
     out.push_str(&render_markdown(&run.cells));
@@ -636,7 +662,6 @@ mod tests {
             git_commit: None,
             params: Params {
                 profile: Profile::Quick,
-                build: "debug".into(),
                 models: vec![Model::Prefork],
                 workloads: vec![Workload::Cpu],
                 workers: vec![2],
@@ -649,10 +674,7 @@ mod tests {
                 ready_timeout_s: 15.0,
                 grace_ms: 2000,
                 sample_interval_ms: 100,
-                balance: Balance::Reuseport,
-                dataset_mb: 0,
-                dataset_load: DatasetLoad::BeforeFork,
-                server_dir: "/x".into(),
+                servers: ServerParams::new(&ServerArgs::default(), "/x".into()),
             },
             cpu_kernel: None,
             cells: vec![ok_cell(), failed_cell()],

@@ -288,7 +288,7 @@ fn a_dataset_built_before_fork_is_shared_and_per_worker_is_not() {
         let (status, _, stderr, _) = run_lab(&args, Duration::from_secs(600));
         assert!(status.success(), "{stderr}");
         let run = read_run(&out.join("mem"));
-        assert_eq!(run.params.dataset_mb, 16);
+        assert_eq!(run.params.servers.dataset_mb, 16);
         let memory = run.cells[0].memory.as_ref().expect("memory");
         memory.idle.pss_bytes as f64 / (1024.0 * 1024.0)
     };

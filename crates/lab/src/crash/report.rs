@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Fault;
-use crate::matrix::{Balance, DatasetLoad, Model};
+use crate::matrix::Model;
+use crate::report::ServerParams;
 use crate::report::{CellStatus, Machine};
 
 /// Bumped whenever a field of [`CrashRun`] changes meaning or goes away.
@@ -33,7 +34,6 @@ pub struct CrashRun {
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct CrashParams {
-    pub build: String,
     pub models: Vec<Model>,
     pub faults: Vec<Fault>,
     pub workers: u16,
@@ -54,14 +54,8 @@ pub struct CrashParams {
     pub recover_sustain_windows: usize,
     /// The pre-fault mean leaves out the load's first this many seconds.
     pub baseline_from_s: f64,
-    /// prefork's `--balance`.
-    pub balance: Balance,
-    /// Every server's `--dataset-mb` (0: none), and prefork's `--dataset-load`.
-    #[serde(default)]
-    pub dataset_mb: usize,
-    #[serde(default)]
-    pub dataset_load: DatasetLoad,
-    pub server_dir: PathBuf,
+    #[serde(flatten)]
+    pub servers: ServerParams,
 }
 
 /// One (model, fault). Times `*_at_s` are seconds on the load generator's
@@ -250,8 +244,8 @@ pub fn render_markdown(run: &CrashRun) -> String {
         p.before_s,
         p.after_s,
         p.worker_timeout_ms,
-        p.balance.name(),
-        p.build,
+        p.servers.balance.name(),
+        p.servers.build,
         run.machine.cpu_model,
         run.machine.logical_cores,
     );

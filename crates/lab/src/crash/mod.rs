@@ -365,7 +365,11 @@ fn measure(
     let before = probe::stats(addr, STATS_TIMEOUT)
         .map_err(|e| Failure::Message(format!("/stats before the fault: {}", chain(&e))))?;
     tree.add(server.pid());
-    let (fault_ns, crash, killed_slot) = inject(addr, fault, &before, args.after)?;
+    let Injected {
+        at_ns: fault_ns,
+        crash_request: crash,
+        killed_slot,
+    } = inject(addr, fault, &before, args.after)?;
     record.stats_read_at_s = Some(seconds(zero, stats_read_ns));
     record.fault_at_s = Some(seconds(zero, fault_ns));
     record.in_flight_at_fault = Some(before.in_flight());
@@ -509,15 +513,23 @@ impl Tree {
     }
 }
 
-/// Injects `fault`. Returns the instant of the fault, the `/crash`
-/// request's thread (it answers how the request went), and the slot killed.
-#[allow(clippy::type_complexity)]
+/// What [`inject`] did.
+struct Injected {
+    /// When, in nanoseconds on CLOCK_MONOTONIC.
+    at_ns: u64,
+    /// The `/crash` request's thread, which answers how the request went.
+    crash_request: Option<std::thread::JoinHandle<String>>,
+    /// The slot SIGKILLed from outside.
+    killed_slot: Option<usize>,
+}
+
+/// Injects `fault`.
 fn inject(
     addr: SocketAddr,
     fault: Fault,
     before: &probe::Stats,
     after: Duration,
-) -> Result<(u64, Option<std::thread::JoinHandle<String>>, Option<usize>), Failure> {
+) -> Result<Injected, Failure> {
     if fault == Fault::Kill {
         let target = before
             .workers
@@ -527,7 +539,11 @@ fn inject(
         let at = monotonic_ns();
         kill(Pid::from_raw(target.pid as i32), Signal::SIGKILL)
             .map_err(|e| Failure::Message(format!("cannot SIGKILL worker {}: {e}", target.pid)))?;
-        return Ok((at, None, Some(target.id)));
+        return Ok(Injected {
+            at_ns: at,
+            crash_request: None,
+            killed_slot: Some(target.id),
+        });
     }
     let path = format!("/crash?how={fault}");
     let at = monotonic_ns();
@@ -537,7 +553,11 @@ fn inject(
         Err(probe::ProbeError::Io { source, .. }) => format!("no answer ({})", source.kind()),
         Err(e) => format!("no answer ({e})"),
     });
-    Ok((at, Some(handle), None))
+    Ok(Injected {
+        at_ns: at,
+        crash_request: Some(handle),
+        killed_slot: None,
+    })
 }
 
 /// The slot whose restart count grew and which is ready again, if any.

@@ -165,9 +165,19 @@ async fn handle(
     if response.status().is_server_error() && worker == app.loop_worker {
         slot.errors.fetch_add(1, Relaxed);
     }
-    let header = HeaderValue::from_str(&worker.to_string()).expect("worker ids are ASCII");
-    response.headers_mut().insert("x-worker", header);
+    response
+        .headers_mut()
+        .insert("x-worker", worker_header(worker));
     Ok(response)
+}
+
+/// `x-worker`'s value, built without going through a `String` on every
+/// response.
+fn worker_header(worker: WorkerId) -> HeaderValue {
+    match worker {
+        WorkerId::Main => HeaderValue::from_static("main"),
+        WorkerId::Slot(index) => HeaderValue::from(index),
+    }
 }
 
 /// An answer, and the worker that produced it when that is not the loop.

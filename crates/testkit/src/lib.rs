@@ -122,16 +122,12 @@ impl Server {
 
     /// Sends a GET with `Connection: close` and reads the whole response.
     pub fn get(&self, path_and_query: &str) -> Response {
-        self.send(&format!(
-            "GET {path_and_query} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
-        ))
+        self.send(&request("GET", path_and_query))
     }
 
     /// Sends a POST with an empty body.
     pub fn post(&self, path_and_query: &str) -> Response {
-        self.send(&format!(
-            "POST {path_and_query} HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        ))
+        self.send(&request("POST", path_and_query))
     }
 
     /// Sends raw bytes and parses whatever comes back before the server
@@ -143,19 +139,16 @@ impl Server {
 
     /// Like [`Server::send`], but a failure (reset, no response) is returned.
     pub fn try_send(&self, raw: &[u8]) -> std::io::Result<Response> {
-        let mut stream = self.connect()?;
-        stream.write_all(raw)?;
-        let mut bytes = Vec::new();
-        stream.read_to_end(&mut bytes)?;
-        Response::parse(&bytes)
+        exchange(self.addr, raw)
     }
 
     /// `POST /crash?how=MODE`. `Err` is the usual outcome: the crash takes
     /// the connection down unanswered.
     pub fn crash(&self, mode: &str) -> std::io::Result<Response> {
-        let request =
-            format!("POST /crash?how={mode} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n");
-        self.try_send(request.as_bytes())
+        exchange(
+            self.addr,
+            request("POST", &format!("/crash?how={mode}")).as_bytes(),
+        )
     }
 
     /// [`Server::crash`] from a thread of its own, for `hang`, whose request
@@ -164,25 +157,14 @@ impl Server {
         &self,
         mode: &'static str,
     ) -> std::thread::JoinHandle<std::io::Result<Response>> {
+        let raw = request("POST", &format!("/crash?how={mode}"));
         let addr = self.addr;
-        std::thread::spawn(move || {
-            let request =
-                format!("POST /crash?how={mode} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n");
-            let mut stream = TcpStream::connect(addr)?;
-            stream.set_read_timeout(Some(IO_TIMEOUT))?;
-            stream.write_all(request.as_bytes())?;
-            let mut bytes = Vec::new();
-            stream.read_to_end(&mut bytes)?;
-            Response::parse(&bytes)
-        })
+        std::thread::spawn(move || exchange(addr, raw.as_bytes()))
     }
 
     /// A connection with the test's I/O timeouts set.
     pub fn connect(&self) -> std::io::Result<TcpStream> {
-        let stream = TcpStream::connect(self.addr)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(stream)
+        connect(self.addr)
     }
 
     /// `GET /stats`, parsed.
@@ -253,14 +235,33 @@ impl Response {
 
 /// A GET on a fresh connection, for client threads that hold no [`Server`].
 pub fn get(addr: SocketAddr, path_and_query: &str) -> Response {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let request =
-        format!("GET {path_and_query} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).expect("send");
+    exchange(addr, request("GET", path_and_query).as_bytes())
+        .unwrap_or_else(|e| panic!("GET {path_and_query} failed: {e}"))
+}
+
+/// A request with no body that asks the server to close after answering.
+fn request(method: &str, path_and_query: &str) -> String {
+    format!(
+        "{method} {path_and_query} HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+}
+
+/// A connection with the test's I/O timeouts set.
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// Sends raw bytes on a fresh connection and parses whatever comes back
+/// before the server closes it.
+fn exchange(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
+    let mut stream = connect(addr)?;
+    stream.write_all(raw)?;
     let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).expect("receive");
-    Response::parse(&bytes).expect("a response")
+    stream.read_to_end(&mut bytes)?;
+    Response::parse(&bytes)
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
@@ -279,31 +280,20 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 
 /// Live (non-zombie) processes whose process group is `pgid`.
 pub fn processes_in_group(pgid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // Fields after the parenthesised command name: state, ppid, pgrp.
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
-        })
+    all.filter_map(|process| process.ok()?.stat().ok())
+        .filter(|stat| stat.state != 'Z' && stat.pgrp == pgid as i32)
+        .map(|stat| stat.pid as u32)
         .collect()
 }
 
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
-        .unwrap_or(false)
+    procfs::process::Process::new(pid as i32)
+        .and_then(|process| process.stat())
+        .is_ok_and(|stat| stat.state != 'Z')
 }
 
 /// How an exit status reads in an assertion message.

@@ -139,8 +139,9 @@ impl Pool {
         let handle = std::thread::Builder::new()
             .name(format!("pool-{slot}"))
             .spawn(move || {
-                let _ = tid_tx.send(nix::unistd::gettid().as_raw() as u32);
-                pool.serve_jobs(slot, &thread_flags);
+                let tid = nix::unistd::gettid().as_raw() as u32;
+                let _ = tid_tx.send(tid);
+                pool.serve_jobs(slot, tid, &thread_flags);
             })?;
         let tid = tid_rx.recv().unwrap_or(0);
         Ok(PoolThread { handle, tid, flags })
@@ -148,10 +149,10 @@ impl Pool {
 
     /// A pool thread's life: take a job, run it, answer, repeat, until the
     /// channel closes (shutdown), a job asks it to exit, or it was retired.
-    fn serve_jobs(&self, slot: usize, flags: &ThreadFlags) {
+    fn serve_jobs(&self, slot: usize, tid: u32, flags: &ThreadFlags) {
         let me = &self.slots[slot];
         let worker = WorkerId::Slot(slot);
-        me.pid.store(nix::unistd::gettid().as_raw() as u32, Relaxed);
+        me.pid.store(tid, Relaxed);
         me.set_state(SlotState::Ready);
         me.beat();
         while let Ok(Task { job, reply }) = self.receiver.recv() {

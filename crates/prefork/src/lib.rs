@@ -22,8 +22,9 @@ pub mod master;
 pub mod region;
 pub mod worker;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use service::cli::CommonArgs;
+pub use service::contract::{Balance, DatasetLoad};
 
 pub use master::run;
 
@@ -44,8 +45,10 @@ pub struct Args {
     /// accepts on the one inherited socket, and whichever loop gets there
     /// first wins (a burst of connections can all land on one worker).
     /// `reuseport`: one socket per worker on the same port (SO_REUSEPORT),
-    /// and the kernel assigns each connection by a hash of its addresses.
-    #[arg(long, value_enum, default_value_t = Balance::Shared)]
+    /// and the kernel assigns each connection by a hash of its addresses;
+    /// the connections queued on a dead worker's socket wait there for its
+    /// replacement instead of piling onto the survivors.
+    #[arg(long, value_enum, default_value_t = Balance::Reuseport)]
     pub balance: Balance,
 
     /// Kill and replace a worker whose event loop has not ticked for this
@@ -63,20 +66,6 @@ pub struct Args {
     /// exercise the respawn backoff.
     #[arg(long, hide = true)]
     pub die_at_boot: bool,
-}
-
-/// See [`Args::balance`].
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Balance {
-    Shared,
-    Reuseport,
-}
-
-/// See [`Args::dataset_load`].
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DatasetLoad {
-    BeforeFork,
-    PerWorker,
 }
 
 /// What can stop the master. Each names the step that failed.

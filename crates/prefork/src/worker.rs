@@ -17,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::region::Region;
 use crate::{Args, Balance, DatasetLoad};
+use service::contract::{Stats, WorkerStats};
 
 /// Everything a worker inherits from the master across `fork`.
 #[derive(Debug)]
@@ -94,10 +95,7 @@ fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
     let app = Arc::new(App {
         model: Arc::new(WorkerModel {
             slot,
-            balance: match context.args.balance {
-                Balance::Shared => "shared",
-                Balance::Reuseport => "reuseport",
-            },
+            balance: context.args.balance,
             slots: context.region.clone(),
             master_pid: context.master_pid,
             started: context.started,
@@ -134,7 +132,7 @@ fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
 struct WorkerModel {
     slot: usize,
     /// `--balance`, as `/stats` reports it.
-    balance: &'static str,
+    balance: Balance,
     slots: Arc<Region>,
     master_pid: u32,
     started: Instant,
@@ -155,21 +153,21 @@ impl Model for WorkerModel {
         })))
     }
 
-    fn stats(&self) -> serde_json::Value {
+    fn stats(&self) -> Stats {
         let workers = self
             .slots
             .as_ref()
             .as_ref()
             .iter()
             .enumerate()
-            .map(|(id, slot)| {
-                let mut entry = slot.stats_json(id);
-                entry.insert("loop_lag_ms".into(), slot.loop_lag_json());
-                entry.into()
+            .map(|(id, slot)| WorkerStats {
+                loop_lag_ms: Some(slot.loop_lag()),
+                ..slot.stats(id)
             })
             .collect();
-        let mut doc = service::stats_document("prefork", self.master_pid, self.started, workers);
-        doc.insert("balance".into(), self.balance.into());
-        doc.into()
+        Stats {
+            balance: Some(self.balance),
+            ..service::stats_document("prefork", self.master_pid, self.started, workers)
+        }
     }
 }

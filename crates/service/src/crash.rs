@@ -5,41 +5,7 @@
 //! meaning depends on the model (end the process, or end the pool thread), so
 //! the models handle it themselves and never call [`trigger`] with it.
 
-use std::str::FromStr;
-
-/// How `/crash` fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrashMode {
-    /// A Rust panic.
-    Panic,
-    /// `std::process::abort()`: SIGABRT.
-    Abort,
-    /// The worker exits with status 1 (a pool thread ends, in threadpool).
-    Exit,
-    /// A real SIGSEGV from touching an inaccessible page.
-    Segv,
-    /// A busy loop that never returns.
-    Hang,
-}
-
-impl CrashMode {
-    pub const NAMES: &'static str = "panic|abort|exit|segv|hang";
-}
-
-impl FromStr for CrashMode {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Ok(match s {
-            "panic" => Self::Panic,
-            "abort" => Self::Abort,
-            "exit" => Self::Exit,
-            "segv" => Self::Segv,
-            "hang" => Self::Hang,
-            _ => return Err(()),
-        })
-    }
-}
+pub use crate::contract::CrashMode;
 
 /// Makes the fault happen on the calling thread. Returns only for
 /// [`CrashMode::Exit`], which the caller must interpret.

@@ -40,7 +40,7 @@ pub trait Model: Send + Sync + 'static {
     fn execute(&self, job: Job) -> BoxFuture<Result<crate::Done, JobError>>;
 
     /// The `/stats` document.
-    fn stats(&self) -> serde_json::Value;
+    fn stats(&self) -> crate::contract::Stats;
 }
 
 /// A table of worker slots, wherever it lives: an `mmap`ed region (prefork)
@@ -195,8 +195,9 @@ impl Reply {
         Self::new(StatusCode::OK, body)
     }
 
-    fn json(value: serde_json::Value) -> Self {
-        Self::with_type(StatusCode::OK, "application/json", value.to_string() + "\n")
+    fn json(value: &impl serde::Serialize) -> Self {
+        let text = serde_json::to_string(value).expect("contract types always serialize");
+        Self::with_type(StatusCode::OK, "application/json", text + "\n")
     }
 
     fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Self {
@@ -287,7 +288,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
             let sum = dataset.checksum(key).expect("dataset is not empty");
             Ok(Reply::new(StatusCode::OK, sum + "\n"))
         }
-        "/stats" => Ok(Reply::json(app.model.stats())),
+        "/stats" => Ok(Reply::json(&app.model.stats())),
         "/crash" => {
             if !app.allow_crash {
                 return Err(Reply::new(

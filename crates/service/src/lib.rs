@@ -16,6 +16,9 @@
 //!   heartbeat supervisors use to find hung workers.
 //! - [`dataset`]: the read-only bytes behind `/data`, for the memory lesson.
 //! - [`crash`]: the faults behind `/crash`.
+//! - [`contract`]: the contract's data as serde types (the ready line,
+//!   `/stats`, crash modes, balance and dataset options), written by the
+//!   servers and read by the harness. `CONTRACT.md` is its prose.
 //! - [`cli`]: the contract's flags, and `server_main`, the `main` every
 //!   server binary is (flags, stderr logging, exit codes).
 //!
@@ -23,6 +26,7 @@
 //! are what distinguishes the models, so they stay in the model crates.
 
 pub mod cli;
+pub mod contract;
 pub mod crash;
 pub mod dataset;
 pub mod http;
@@ -36,17 +40,13 @@ use std::net::SocketAddr;
 pub use http::{App, Drained, HttpConfig, Model, SlotTable, serve};
 pub use job::{BoxFuture, Done, ExitRequested, Job, JobError, WorkerId};
 
-/// Prints the one line a server writes on stdout, once every worker accepts
-/// requests. Harnesses and tests wait for it; nothing else goes to stdout.
+/// Prints the one line a server writes on stdout ([`contract::Ready`]), once
+/// every worker accepts requests. Harnesses and tests wait for it; nothing
+/// else goes to stdout.
 pub fn announce_ready(model: &str, addr: SocketAddr, workers: usize) -> std::io::Result<()> {
     use std::io::Write;
-    let line = serde_json::json!({
-        "event": "ready",
-        "model": model,
-        "addr": addr.to_string(),
-        "pid": std::process::id(),
-        "workers": workers,
-    });
+    let ready = contract::Ready::new(model, addr, std::process::id(), workers);
+    let line = serde_json::to_string(&ready).map_err(std::io::Error::other)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")?;
     // stdout is a pipe under a harness: flush, or the line sits in a buffer.
@@ -89,21 +89,19 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpLi
     Ok(socket.into())
 }
 
-/// The `/stats` document's common part; a model inserts its own fields.
+/// The `/stats` document's common part; a model fills in its extras.
 /// `pid` is the server's: the process the caller started (prefork's master).
 pub fn stats_document(
     model: &str,
     pid: u32,
     started: std::time::Instant,
-    workers: Vec<serde_json::Value>,
-) -> serde_json::Map<String, serde_json::Value> {
-    let mut doc = serde_json::Map::new();
-    doc.insert("model".into(), model.into());
-    doc.insert("pid".into(), pid.into());
-    doc.insert(
-        "uptime_ms".into(),
-        (started.elapsed().as_millis() as u64).into(),
-    );
-    doc.insert("workers".into(), workers.into());
-    doc
+    workers: Vec<contract::WorkerStats>,
+) -> contract::Stats {
+    contract::Stats {
+        model: model.to_owned(),
+        pid,
+        uptime_ms: started.elapsed().as_millis() as u64,
+        workers,
+        ..contract::Stats::default()
+    }
 }

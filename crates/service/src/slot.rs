@@ -8,35 +8,24 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use serde_json::{Value, json};
+use crate::contract::{self, LoopLag};
 
 /// What a slot's worker is doing, as stored in [`WorkerSlot::state`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum SlotState {
-    /// Forked or spawned, not yet serving.
-    Starting = 0,
-    /// Serving requests.
-    Ready = 1,
-    /// Died and waiting to be replaced (prefork), or stopped on shutdown.
-    Dead = 2,
+pub use crate::contract::SlotState;
+
+fn state_from_u32(raw: u32) -> SlotState {
+    match raw {
+        1 => SlotState::Ready,
+        2 => SlotState::Dead,
+        _ => SlotState::Starting,
+    }
 }
 
-impl SlotState {
-    fn from_u32(raw: u32) -> Self {
-        match raw {
-            1 => Self::Ready,
-            2 => Self::Dead,
-            _ => Self::Starting,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Ready => "ready",
-            Self::Dead => "dead",
-        }
+fn state_to_u32(state: SlotState) -> u32 {
+    match state {
+        SlotState::Starting => 0,
+        SlotState::Ready => 1,
+        SlotState::Dead => 2,
     }
 }
 
@@ -74,11 +63,11 @@ pub struct WorkerSlot {
 
 impl WorkerSlot {
     pub fn state(&self) -> SlotState {
-        SlotState::from_u32(self.state.load(Relaxed))
+        state_from_u32(self.state.load(Relaxed))
     }
 
     pub fn set_state(&self, state: SlotState) {
-        self.state.store(state as u32, Relaxed);
+        self.state.store(state_to_u32(state), Relaxed);
     }
 
     /// Records the heartbeat as "now".
@@ -104,27 +93,28 @@ impl WorkerSlot {
     }
 
     /// The loop-lag summary in milliseconds, as `/stats` shows it.
-    pub fn loop_lag_json(&self) -> Value {
+    pub fn loop_lag(&self) -> LoopLag {
         let ms = |us: &AtomicU64| us.load(Relaxed) as f64 / 1000.0;
-        json!({
-            "p50": ms(&self.lag_p50_us),
-            "p99": ms(&self.lag_p99_us),
-            "max": ms(&self.lag_max_us),
-        })
+        LoopLag {
+            p50: ms(&self.lag_p50_us),
+            p99: ms(&self.lag_p99_us),
+            max: ms(&self.lag_max_us),
+        }
     }
 
     /// The contract's per-worker `/stats` entry, without `loop_lag_ms`
     /// (a model adds it where its workers run an event loop).
-    pub fn stats_json(&self, id: usize) -> serde_json::Map<String, Value> {
-        let mut entry = serde_json::Map::new();
-        entry.insert("id".into(), json!(id));
-        entry.insert("pid".into(), json!(self.pid.load(Relaxed)));
-        entry.insert("state".into(), json!(self.state().as_str()));
-        entry.insert("requests".into(), json!(self.requests.load(Relaxed)));
-        entry.insert("in_flight".into(), json!(self.in_flight.load(Relaxed)));
-        entry.insert("errors".into(), json!(self.errors.load(Relaxed)));
-        entry.insert("restarts".into(), json!(self.restarts.load(Relaxed)));
-        entry
+    pub fn stats(&self, id: usize) -> contract::WorkerStats {
+        contract::WorkerStats {
+            id,
+            pid: self.pid.load(Relaxed),
+            state: self.state(),
+            requests: self.requests.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            restarts: self.restarts.load(Relaxed),
+            ..contract::WorkerStats::default()
+        }
     }
 }
 

@@ -18,8 +18,10 @@ pub mod pool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use service::cli::CommonArgs;
+pub use service::contract::Offload;
+use service::contract::{MainStats, Stats};
 use service::dataset::Dataset;
 use service::job::{BoxFuture, Done, Job, JobError, WorkerId};
 use service::{App, Model, SlotTable};
@@ -65,11 +67,6 @@ pub struct Args {
 }
 
 /// See [`Args::offload`].
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Offload {
-    Cpu,
-    None,
-}
 
 /// What can stop the server. Each names the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -181,25 +178,22 @@ impl Model for PoolModel {
         Box::pin(async move { pool.submit(job).await })
     }
 
-    fn stats(&self) -> serde_json::Value {
+    fn stats(&self) -> Stats {
         let (workers, queue, lost) = self.pool.stats();
         let main = &self.pool.slots()[self.pool.main_slot()];
-        let mut doc =
-            service::stats_document("threadpool", std::process::id(), self.started, workers);
-        let mut main_entry = main.stats_json(self.pool.main_slot());
-        main_entry.remove("id");
-        doc.insert("main".into(), main_entry.into());
-        doc.insert("loop_lag_ms".into(), main.loop_lag_json());
-        doc.insert("queue".into(), queue);
-        doc.insert("lost".into(), lost.into());
-        doc.insert(
-            "offload".into(),
-            match self.offload {
-                Offload::Cpu => "cpu",
-                Offload::None => "none",
-            }
-            .into(),
-        );
-        doc.into()
+        let main_entry = main.stats(self.pool.main_slot());
+        Stats {
+            main: Some(MainStats {
+                pid: main_entry.pid,
+                requests: main_entry.requests,
+                in_flight: main_entry.in_flight,
+                errors: main_entry.errors,
+            }),
+            loop_lag_ms: Some(main.loop_lag()),
+            queue: Some(queue),
+            lost: Some(lost),
+            offload: Some(self.offload),
+            ..service::stats_document("threadpool", std::process::id(), self.started, workers)
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use serde_json::{Value, json};
+use service::contract::{self, QueueStats, WorkerStats};
 use service::job::{Done, ExitRequested, Job, JobError, WorkerId};
 use service::slot::{InFlight, SlotState, WorkerSlot};
 use tokio::sync::oneshot;
@@ -245,36 +245,34 @@ impl Pool {
     }
 
     /// `/stats` entries for the pool threads, the queue and the lost threads.
-    pub fn stats(&self) -> (Vec<Value>, Value, Vec<Value>) {
+    pub fn stats(&self) -> (Vec<WorkerStats>, QueueStats, Vec<contract::LostThread>) {
         let threads = self.threads.lock().unwrap();
         let workers = threads
             .iter()
             .enumerate()
-            .map(|(id, thread)| {
-                let mut entry = self.slots[id].stats_json(id);
-                entry.insert("pid".into(), std::process::id().into());
-                entry.insert("tid".into(), thread.tid.into());
-                entry.insert("busy".into(), thread.flags.busy.load(Relaxed).into());
-                entry.into()
+            .map(|(id, thread)| WorkerStats {
+                pid: std::process::id(),
+                tid: Some(thread.tid),
+                busy: Some(thread.flags.busy.load(Relaxed)),
+                ..self.slots[id].stats(id)
             })
             .collect();
-        let queue = json!({
-            "depth": self.receiver.len(),
-            "capacity": self.capacity,
-            "rejected": self.rejected.load(Relaxed),
-        });
+        let queue = QueueStats {
+            depth: self.receiver.len() as u64,
+            capacity: self.capacity as u64,
+            rejected: self.rejected.load(Relaxed),
+        };
         let lost = self
             .lost
             .lock()
             .unwrap()
             .iter()
-            .map(|lost| {
-                json!({
-                    "slot": lost.slot,
-                    "tid": lost.tid,
-                    "lost_for_ms": lost.since.elapsed().as_millis() as u64,
-                    "cpu_ms": thread_cpu_ms(lost.tid),
-                })
+            .map(|lost| contract::LostThread {
+                slot: lost.slot,
+                tid: lost.tid,
+                lost_for_ms: lost.since.elapsed().as_millis() as u64,
+                cpu_ms: thread_cpu_ms(lost.tid),
+                in_flight: 0,
             })
             .collect();
         (workers, queue, lost)

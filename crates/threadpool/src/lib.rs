@@ -66,8 +66,6 @@ pub struct Args {
     pub worker_timeout_ms: u64,
 }
 
-/// See [`Args::offload`].
-
 /// What can stop the server. Each names the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -8,7 +8,7 @@ use testkit::{Server, wait_until};
 #[test]
 fn serves_and_stops_cleanly() {
     let mut server = Server::start(env!("CARGO_BIN_EXE_bare"), &["--workers", "2"]);
-    assert_eq!(server.ready["model"], "bare");
+    assert_eq!(server.ready().model, "bare");
     for _ in 0..10 {
         let response = server.get("/");
         assert_eq!((response.status, response.body.as_str()), (200, "ok\n"));

@@ -6,37 +6,34 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::Value;
+use service::contract::{Balance, SlotState, WorkerStats};
 use testkit::{Server, alive, describe, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_prefork");
 
 /// Worker pids by slot, from `/stats`.
-fn pids(server: &Server) -> Vec<u64> {
-    workers(server)
-        .iter()
-        .map(|w| w["pid"].as_u64().unwrap())
-        .collect()
+fn pids(server: &Server) -> Vec<u32> {
+    workers(server).iter().map(|w| w.pid).collect()
 }
 
-fn workers(server: &Server) -> Vec<Value> {
-    server.stats()["workers"].as_array().unwrap().clone()
+fn workers(server: &Server) -> Vec<WorkerStats> {
+    server.stats().workers
 }
 
 /// Waits until exactly one slot has a new, ready worker, and returns that
 /// slot. Panics (with the server's log) if that takes over `within`.
-fn one_slot_replaced(server: &Server, before: &[u64], within: Duration) -> usize {
+fn one_slot_replaced(server: &Server, before: &[u32], within: Duration) -> usize {
     let mut replaced = None;
     let done = wait_until(within, || {
         let Some(stats) = server.try_stats() else {
             return false;
         };
-        let now = stats["workers"].as_array().unwrap();
+        let now = &stats.workers;
         let changed: Vec<usize> = (0..before.len())
-            .filter(|&i| now[i]["pid"] != before[i])
+            .filter(|&i| now[i].pid != before[i])
             .collect();
         replaced = changed.first().copied();
-        changed.len() == 1 && now.iter().all(|w| w["state"] == "ready")
+        changed.len() == 1 && now.iter().all(|w| w.state == SlotState::Ready)
     });
     assert!(
         done,
@@ -57,9 +54,9 @@ fn a_killed_worker_is_replaced_in_its_slot() {
         0
     );
     let after = workers(&server);
-    assert_eq!(after[0]["restarts"], 1);
-    assert_eq!(after[1]["restarts"], 0);
-    assert_eq!(after[1]["pid"], before[1], "the other worker is untouched");
+    assert_eq!(after[0].restarts, 1);
+    assert_eq!(after[1].restarts, 0);
+    assert_eq!(after[1].pid, before[1], "the other worker is untouched");
     for _ in 0..20 {
         assert_eq!(server.get("/").status, 200);
     }
@@ -102,10 +99,7 @@ fn each_crash_kills_only_the_worker_that_served_it() {
             "{mode}: the crashing request gets no answer: {result:?}"
         );
         let slot = one_slot_replaced(&server, &before, Duration::from_secs(5));
-        assert!(
-            !alive(before[slot] as u32),
-            "{mode}: the old worker is gone"
-        );
+        assert!(!alive(before[slot]), "{mode}: the old worker is gone");
         assert!(
             server.stderr().contains(how_it_died),
             "{mode}: {}",
@@ -117,11 +111,7 @@ fn each_crash_kills_only_the_worker_that_served_it() {
             "{mode}: still serving"
         );
     }
-    let restarts: u64 = workers(&server)
-        .iter()
-        .map(|w| w["restarts"].as_u64().unwrap())
-        .sum();
-    assert_eq!(restarts, 4);
+    assert_eq!(server.stats().restarts(), 4);
 
     // A hung worker never answers; the master notices the silent heartbeat.
     let before = pids(&server);
@@ -151,11 +141,11 @@ fn killing_the_master_leaves_no_worker() {
     assert!(
         wait_until(Duration::from_secs(2), || workers
             .iter()
-            .all(|&pid| !alive(pid as u32))),
+            .all(|&pid| !alive(pid))),
         "orphaned workers: {:?}",
         workers
             .iter()
-            .filter(|&&pid| alive(pid as u32))
+            .filter(|&&pid| alive(pid))
             .collect::<Vec<_>>()
     );
 }
@@ -181,9 +171,9 @@ fn a_crash_loop_backs_off_and_shutdown_still_works() {
 
 /// Concurrent clients with CPU-bound requests on fresh connections: more
 /// than one worker must serve them.
-fn spread(balance: &str) -> HashSet<String> {
-    let server = Server::start(BIN, &["--workers", "2", "--balance", balance]);
-    assert_eq!(server.stats()["balance"], balance);
+fn spread(balance: Balance) -> HashSet<String> {
+    let server = Server::start(BIN, &["--workers", "2", "--balance", balance.name()]);
+    assert_eq!(server.stats().balance, Some(balance));
     let addr = server.addr;
     let clients: Vec<_> = (0..8)
         .map(|_| {
@@ -202,7 +192,7 @@ fn spread(balance: &str) -> HashSet<String> {
 
 #[test]
 fn connections_are_spread_over_workers() {
-    for balance in ["shared", "reuseport"] {
+    for balance in [Balance::Shared, Balance::Reuseport] {
         let served = spread(balance);
         assert!(
             served.len() >= 2,

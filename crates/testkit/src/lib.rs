@@ -23,6 +23,7 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use service::contract::{Ready, Stats};
 
 /// How long a server may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,8 +37,8 @@ pub struct Server {
     group: Group,
     /// The address from the ready line.
     pub addr: SocketAddr,
-    /// The ready line itself.
-    pub ready: serde_json::Value,
+    /// The ready line, once [`Server::start`] has read it.
+    ready: Option<Ready>,
 }
 
 impl Server {
@@ -53,12 +54,13 @@ impl Server {
         }
         let stdout = server.group.stdout();
         let line = stdout.lines().next().unwrap_or_default();
-        let ready: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("ready line {line:?} is not JSON: {e}"));
-        assert_eq!(ready["event"], "ready", "{line}");
-        assert_eq!(ready["pid"], server.pid(), "{line}");
-        server.addr = ready["addr"].as_str().expect("addr").parse().expect("addr");
-        server.ready = ready;
+        // The contract's own type: a line that is not the documented JSON
+        // (another `event`, a missing field) does not parse.
+        let ready: Ready = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("ready line {line:?} is not the contract's: {e}"));
+        assert_eq!(ready.pid, server.pid(), "{line}");
+        server.addr = ready.addr;
+        server.ready = Some(ready);
         server
     }
 
@@ -73,8 +75,16 @@ impl Server {
         Server {
             group: Group::spawn(&mut command),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ready: serde_json::Value::Null,
+            ready: None,
         }
+    }
+
+    /// The ready line. Panics for a server from [`Server::spawn`], which
+    /// never read one.
+    pub fn ready(&self) -> &Ready {
+        self.ready
+            .as_ref()
+            .expect("a server from Server::spawn has no ready line")
     }
 
     /// The server's (master's) pid.
@@ -167,17 +177,19 @@ impl Server {
         connect(self.addr)
     }
 
-    /// `GET /stats`, parsed.
-    pub fn stats(&self) -> serde_json::Value {
+    /// `GET /stats`, parsed as the contract's [`Stats`]: a document that
+    /// lacks a field every server must give fails the test here.
+    pub fn stats(&self) -> Stats {
         let response = self.get("/stats");
         assert_eq!(response.status, 200, "{response:?}");
-        serde_json::from_str(&response.body).expect("/stats is JSON")
+        serde_json::from_str(&response.body)
+            .unwrap_or_else(|e| panic!("/stats is not the contract's: {e}: {}", response.body))
     }
 
     /// `GET /stats`, or `None` if the request failed: for polling while a
     /// worker is crashing or hung, since a worker can accept a connection
     /// just before it dies or stops running its loop, and takes it along.
-    pub fn try_stats(&self) -> Option<serde_json::Value> {
+    pub fn try_stats(&self) -> Option<Stats> {
         let request = "GET /stats HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
         let response = self.try_send(request.as_bytes()).ok()?;
         serde_json::from_str(&response.body).ok()

@@ -4,7 +4,7 @@
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde_json::Value;
+use service::contract::{LostThread, SlotState, Stats};
 use testkit::cases::CPU_ITERS_1;
 use testkit::{Response, Server, describe, wait_until};
 
@@ -16,13 +16,21 @@ fn get_in_background(server: &Server, path: &'static str) -> JoinHandle<Response
     std::thread::spawn(move || testkit::get(addr, path))
 }
 
-fn sum(stats: &Value, field: &str) -> u64 {
-    stats["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w[field].as_u64().unwrap())
-        .sum()
+/// Jobs the pool threads have taken, and are running now.
+fn pool_requests(stats: &Stats) -> u64 {
+    stats.workers.iter().map(|w| w.requests).sum()
+}
+
+fn pool_in_flight(stats: &Stats) -> u64 {
+    stats.workers.iter().map(|w| w.in_flight).sum()
+}
+
+fn queue_depth(server: &Server) -> u64 {
+    server
+        .stats()
+        .queue
+        .expect("threadpool reports its queue")
+        .depth
 }
 
 #[test]
@@ -30,16 +38,16 @@ fn stats_show_the_pool_the_queue_and_the_loop() {
     let server = Server::start(BIN, &["--workers", "3", "--queue", "7"]);
     assert_eq!(server.get("/cpu?iters=1").body, format!("{CPU_ITERS_1}\n"));
     let stats = server.stats();
-    assert_eq!(stats["model"], "threadpool");
-    assert_eq!(stats["workers"].as_array().unwrap().len(), 3);
-    assert_eq!(stats["queue"]["capacity"], 7);
-    assert_eq!(stats["queue"]["depth"], 0);
-    assert!(stats["loop_lag_ms"]["p99"].as_f64().is_some(), "{stats}");
-    assert!(stats["main"]["requests"].as_u64() >= Some(2), "{stats}");
+    assert_eq!(stats.model, "threadpool");
+    assert_eq!(stats.workers.len(), 3);
+    let queue = stats.queue.expect("queue");
+    assert_eq!((queue.capacity, queue.depth), (7, 0));
+    assert!(stats.loop_lag_ms.is_some(), "{stats:?}");
+    assert!(stats.main.as_ref().unwrap().requests >= 2, "{stats:?}");
     assert_eq!(
-        sum(&stats, "requests"),
+        pool_requests(&stats),
         1,
-        "one job ran on the pool: {stats}"
+        "one job ran on the pool: {stats:?}"
     );
 }
 
@@ -52,17 +60,15 @@ fn a_full_queue_answers_503_at_once_and_recovers() {
     let server = Server::start(BIN, &["--workers", "1", "--queue", "2"]);
     // One job running and two queued fill the pool.
     let running = get_in_background(&server, SLOW_CPU);
-    assert!(wait_until(Duration::from_secs(10), || sum(
-        &server.stats(),
-        "in_flight"
+    assert!(wait_until(Duration::from_secs(10), || pool_in_flight(
+        &server.stats()
     ) == 1));
     let queued: Vec<_> = (0..2)
         .map(|_| get_in_background(&server, SLOW_CPU))
         .collect();
     assert!(
-        wait_until(Duration::from_secs(10), || server.stats()["queue"]["depth"]
-            == 2),
-        "{}",
+        wait_until(Duration::from_secs(10), || queue_depth(&server) == 2),
+        "{:?}",
         server.stats()
     );
     let refused = server.get("/cpu?iters=1");
@@ -74,7 +80,7 @@ fn a_full_queue_answers_503_at_once_and_recovers() {
         200,
         "the event loop itself is not blocked"
     );
-    assert_eq!(server.stats()["queue"]["rejected"], 1);
+    assert_eq!(server.stats().queue.unwrap().rejected, 1);
 
     for request in queued.into_iter().chain([running]) {
         assert_eq!(request.join().unwrap().status, 200);
@@ -90,12 +96,13 @@ fn a_panic_fails_one_request_and_the_pool_keeps_its_size() {
     assert!(panicked.worker().parse::<usize>().is_ok(), "{panicked:?}");
     assert_eq!(server.get("/cpu?iters=1").body, format!("{CPU_ITERS_1}\n"));
     let stats = server.stats();
-    assert_eq!(stats["workers"].as_array().unwrap().len(), 2);
-    assert_eq!(sum(&stats, "errors"), 1, "{stats}");
+    assert_eq!(stats.workers.len(), 2);
+    let errors: u64 = stats.workers.iter().map(|w| w.errors).sum();
+    assert_eq!(errors, 1, "{stats:?}");
     assert_eq!(
-        sum(&stats, "restarts"),
+        stats.restarts(),
         0,
-        "the thread survived its panic: {stats}"
+        "the thread survived its panic: {stats:?}"
     );
 }
 
@@ -105,21 +112,24 @@ fn an_exited_thread_is_replaced() {
     let exited = server.post("/crash?how=exit");
     assert_eq!(exited.status, 500, "{exited:?}");
     assert!(
-        wait_until(Duration::from_secs(2), || sum(&server.stats(), "restarts")
-            == 1),
-        "{}",
+        wait_until(Duration::from_secs(2), || server.stats().restarts() == 1),
+        "{:?}",
         server.stats()
     );
     let stats = server.stats();
     assert!(
-        stats["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|w| w["state"] == "ready"),
-        "{stats}"
+        stats.workers.iter().all(|w| w.state == SlotState::Ready),
+        "{stats:?}"
     );
     assert_eq!(server.get("/cpu?iters=1").status, 200);
+}
+
+/// The threads given up on as hung, from `/stats`.
+fn lost(server: &Server) -> Vec<LostThread> {
+    server
+        .stats()
+        .lost
+        .expect("threadpool reports lost threads")
 }
 
 #[test]
@@ -138,31 +148,21 @@ fn a_hung_thread_is_reported_lost_and_replaced() {
     // server and its connection closes.
     let _hung = server.crash_in_background("hang");
     assert!(
-        wait_until(Duration::from_secs(5), || server.stats()["lost"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 1),
-        "{}; stderr:\n{}",
+        wait_until(Duration::from_secs(5), || lost(&server).len() == 1),
+        "{:?}; stderr:\n{}",
         server.stats(),
         server.stderr()
     );
     let stats = server.stats();
-    assert_eq!(sum(&stats, "restarts"), 1, "{stats}");
-    assert_eq!(
-        stats["workers"].as_array().unwrap().len(),
-        2,
-        "capacity is back: {stats}"
-    );
+    assert_eq!(stats.restarts(), 1, "{stats:?}");
+    assert_eq!(stats.workers.len(), 2, "capacity is back: {stats:?}");
     for _ in 0..4 {
         assert_eq!(server.get("/cpu?iters=1").status, 200);
     }
     assert!(
-        wait_until(
-            Duration::from_secs(3),
-            || server.stats()["lost"][0]["cpu_ms"].as_u64() >= Some(100)
-        ),
-        "the lost thread keeps burning CPU: {}",
+        wait_until(Duration::from_secs(3), || lost(&server)[0].cpu_ms
+            >= Some(100)),
+        "the lost thread keeps burning CPU: {:?}",
         server.stats()
     );
     assert!(
@@ -193,15 +193,11 @@ fn abort_and_segv_in_a_thread_take_the_whole_process() {
 fn sigterm_lets_queued_jobs_finish() {
     let mut server = Server::start(BIN, &["--workers", "1"]);
     let running = get_in_background(&server, SLOW_CPU);
-    assert!(wait_until(Duration::from_secs(10), || sum(
-        &server.stats(),
-        "in_flight"
+    assert!(wait_until(Duration::from_secs(10), || pool_in_flight(
+        &server.stats()
     ) == 1));
     let queued = get_in_background(&server, SLOW_CPU);
-    assert!(wait_until(
-        Duration::from_secs(10),
-        || server.stats()["queue"]["depth"] == 1
-    ));
+    assert!(wait_until(Duration::from_secs(10), || queue_depth(&server) == 1));
     let status = server.terminate();
     assert_eq!(running.join().unwrap().status, 200);
     assert_eq!(queued.join().unwrap().status, 200);
@@ -220,5 +216,5 @@ fn offload_none_runs_cpu_on_the_event_loop() {
     let response = server.get("/cpu?iters=1");
     assert_eq!(response.body, format!("{CPU_ITERS_1}\n"));
     assert_eq!(response.worker(), "main");
-    assert_eq!(sum(&server.stats(), "requests"), 0, "the pool did nothing");
+    assert_eq!(pool_requests(&server.stats()), 0, "the pool did nothing");
 }

@@ -1,5 +1,14 @@
 //! The worker-thread pool: N plain threads taking jobs from one bounded
 //! channel, with a watchdog that replaces threads that exited or hung.
+//!
+//! A thread cannot be killed, so a hung one is given up on and keeps
+//! running. Its slot must still belong to exactly one thread: each slot has
+//! an owner (a generation number, under a lock), a thread writes its slot's
+//! counters only while it owns the slot, and the watchdog hands a slot to a
+//! replacement under that lock. The requests the lost thread held are then
+//! reported as its own (`lost[].in_flight`), its replacement starts at zero,
+//! and if the lost thread's job ever returns it answers its request and ends
+//! without touching the slot.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -11,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use service::contract::{self, QueueStats, WorkerStats};
 use service::job::{Done, ExitRequested, Job, JobError, WorkerId};
-use service::slot::{InFlight, SlotState, WorkerSlot};
+use service::slot::{SlotState, WorkerSlot};
 use tokio::sync::oneshot;
 
 /// A job and where to send its outcome.
@@ -34,6 +43,10 @@ pub struct Pool {
     /// loop's own. One allocation shared by all: the `SharedArrayBuffer` of
     /// this model.
     slots: Arc<Vec<WorkerSlot>>,
+    /// Per pool slot, the generation of the thread that owns it: the only
+    /// one allowed to write the slot. Bumped, under this lock, when the
+    /// watchdog replaces the thread.
+    owners: Vec<Mutex<u64>>,
     /// The live thread in each pool slot.
     threads: Mutex<Vec<PoolThread>>,
     /// Threads given up as hung: they cannot be killed, only abandoned.
@@ -59,11 +72,9 @@ struct PoolThread {
 
 #[derive(Default)]
 struct ThreadFlags {
-    /// Running a job right now.
+    /// Running a job right now. Written under the slot's owner lock, with
+    /// the heartbeat, so the watchdog sees the two together.
     busy: AtomicBool,
-    /// Replaced after being declared hung: if its job ever returns, the
-    /// thread must leave the slot to its replacement and end.
-    retired: AtomicBool,
 }
 
 /// A thread declared hung and replaced.
@@ -71,6 +82,9 @@ struct LostThread {
     slot: usize,
     tid: u32,
     since: Instant,
+    /// Requests it held when it was given up on (its slot's `in_flight`
+    /// then), taken off the slot that its replacement now counts on.
+    in_flight: u64,
     handle: JoinHandle<()>,
 }
 
@@ -84,11 +98,12 @@ impl Pool {
             capacity,
             rejected: AtomicU64::new(0),
             slots: Arc::new((0..=threads).map(|_| WorkerSlot::default()).collect()),
+            owners: (0..threads).map(|_| Mutex::new(0)).collect(),
             threads: Mutex::new(Vec::with_capacity(threads)),
             lost: Mutex::new(Vec::new()),
         });
         for slot in 0..threads {
-            let thread = pool.spawn(slot)?;
+            let thread = pool.spawn(slot, 0)?;
             pool.threads.lock().unwrap().push(thread);
         }
         Ok(pool)
@@ -131,7 +146,10 @@ impl Pool {
         }
     }
 
-    fn spawn(self: &Arc<Self>, slot: usize) -> std::io::Result<PoolThread> {
+    /// Starts a thread for `slot` as owner `generation`. It takes jobs only
+    /// once it owns the slot: at once for the first threads, and for a
+    /// replacement when the watchdog lets go of the slot's owner lock.
+    fn spawn(self: &Arc<Self>, slot: usize, generation: u64) -> std::io::Result<PoolThread> {
         let flags = Arc::new(ThreadFlags::default());
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let pool = self.clone();
@@ -141,51 +159,77 @@ impl Pool {
             .spawn(move || {
                 let tid = nix::unistd::gettid().as_raw() as u32;
                 let _ = tid_tx.send(tid);
-                pool.serve_jobs(slot, tid, &thread_flags);
+                pool.serve_jobs(slot, generation, tid, &thread_flags);
             })?;
         let tid = tid_rx.recv().unwrap_or(0);
         Ok(PoolThread { handle, tid, flags })
     }
 
+    /// Runs `update` on the slot if the thread of `generation` still owns
+    /// it, under the owner lock; `false` if the slot has passed to a
+    /// replacement. Every write a pool thread makes to its slot goes
+    /// through here, so none lands after the watchdog has reset the slot
+    /// for the next owner.
+    fn update_slot(&self, slot: usize, generation: u64, update: impl FnOnce(&WorkerSlot)) -> bool {
+        let owner = self.owners[slot].lock().unwrap();
+        if *owner != generation {
+            return false;
+        }
+        update(&self.slots[slot]);
+        true
+    }
+
     /// A pool thread's life: take a job, run it, answer, repeat, until the
-    /// channel closes (shutdown), a job asks it to exit, or it was retired.
-    fn serve_jobs(&self, slot: usize, tid: u32, flags: &ThreadFlags) {
-        let me = &self.slots[slot];
+    /// channel closes (shutdown), a job asks it to exit, or the thread was
+    /// given up on as hung while its job ran.
+    fn serve_jobs(&self, slot: usize, generation: u64, tid: u32, flags: &ThreadFlags) {
         let worker = WorkerId::Slot(slot);
-        me.pid.store(tid, Relaxed);
-        me.set_state(SlotState::Ready);
-        me.beat();
+        let owned = self.update_slot(slot, generation, |me| {
+            me.pid.store(tid, Relaxed);
+            me.set_state(SlotState::Ready);
+            me.beat();
+        });
+        if !owned {
+            // Replaced before it started: cannot happen while the watchdog
+            // replaces only busy or ended threads, but never serve unowned.
+            return;
+        }
         while let Ok(Task { job, reply }) = self.receiver.recv() {
             // The heartbeat is "when this thread last started or finished a
-            // job"; the watchdog only ages it while the thread is busy.
-            me.beat();
-            flags.busy.store(true, Release);
-            let outcome = {
-                let _in_flight = InFlight::enter(me);
-                catch_unwind(AssertUnwindSafe(|| job.run()))
-            };
-            flags.busy.store(false, Release);
-            me.beat();
+            // job"; the watchdog only ages it while the thread is busy. This
+            // thread owns the slot here: only a busy thread is given up on.
+            self.update_slot(slot, generation, |me| {
+                me.beat();
+                me.requests.fetch_add(1, Relaxed);
+                me.in_flight.fetch_add(1, Relaxed);
+                flags.busy.store(true, Release);
+            });
+            let outcome = catch_unwind(AssertUnwindSafe(|| job.run()));
+            let failed = !matches!(outcome, Ok(Ok(_)));
+            let still_owned = self.update_slot(slot, generation, |me| {
+                me.in_flight.fetch_sub(1, Relaxed);
+                if failed {
+                    me.errors.fetch_add(1, Relaxed);
+                }
+                me.beat();
+                flags.busy.store(false, Release);
+            });
             let answer = match outcome {
                 Ok(Ok(body)) => Ok(Done { worker, body }),
                 Ok(Err(ExitRequested)) => {
                     tracing::warn!(slot, "pool thread exiting on request");
                     let _ = reply.send(Err(JobError::WorkerExited { worker }));
-                    me.errors.fetch_add(1, Relaxed);
                     return;
                 }
                 // The panic message went to stderr through the panic hook.
-                Err(_panic) => {
-                    me.errors.fetch_add(1, Relaxed);
-                    Err(JobError::Panicked { worker })
-                }
+                Err(_panic) => Err(JobError::Panicked { worker }),
             };
             // The requester may have gone (client disconnected): nothing to do.
             let _ = reply.send(answer);
-            if flags.retired.load(Acquire) {
+            if !still_owned {
                 tracing::info!(
                     slot,
-                    "a thread given up as hung finished its job; it ends now"
+                    "a thread given up as hung finished its job; it answered and ends now"
                 );
                 return;
             }
@@ -198,34 +242,45 @@ impl Pool {
         let mut threads = self.threads.lock().unwrap();
         for slot in 0..threads.len() {
             let thread = &threads[slot];
+            let ended = thread.handle.is_finished();
+            // Decided under the owner lock, where the thread writes `busy`
+            // and its heartbeat together; held until the slot is handed over.
+            let mut owner = self.owners[slot].lock().unwrap();
             let hung = hang_timeout.is_some_and(|timeout| {
                 thread.flags.busy.load(Acquire)
                     && self.slots[slot].heartbeat_age_ms() > timeout.as_millis() as u64
             });
-            let ended = thread.handle.is_finished();
             if !hung && !ended {
                 continue;
             }
-            let replacement = match self.spawn(slot) {
+            let heartbeat_age_ms = self.slots[slot].heartbeat_age_ms();
+            // The replacement waits for this lock before it touches the slot.
+            let replacement = match self.spawn(slot, *owner + 1) {
                 Ok(thread) => thread,
                 Err(error) => {
                     tracing::error!(slot, %error, "cannot start a replacement pool thread");
                     continue;
                 }
             };
-            let old = std::mem::replace(&mut threads[slot], replacement);
+            // From here on the old thread writes nothing to the slot. What
+            // it held is its own now; its replacement starts from zero.
+            *owner += 1;
+            let held = self.slots[slot].in_flight.load(Relaxed);
+            self.slots[slot].reset_for_new_worker(replacement.tid);
             self.slots[slot].restarts.fetch_add(1, Relaxed);
+            drop(owner);
+            let old = std::mem::replace(&mut threads[slot], replacement);
             if ended {
                 tracing::warn!(slot, tid = old.tid, "pool thread ended; replaced");
             } else {
                 // A thread cannot be killed from outside: all we can do is
                 // stop counting on it. It keeps its core busy until its job
                 // returns, which for `hang` is never.
-                old.flags.retired.store(true, Release);
                 tracing::warn!(
                     slot,
                     tid = old.tid,
-                    heartbeat_age_ms = self.slots[slot].heartbeat_age_ms(),
+                    heartbeat_age_ms,
+                    in_flight = held,
                     "pool thread hung: it cannot be killed, so it is abandoned (still burning \
                      CPU) and a replacement takes its slot"
                 );
@@ -233,6 +288,7 @@ impl Pool {
                     slot,
                     tid: old.tid,
                     since: Instant::now(),
+                    in_flight: held,
                     handle: old.handle,
                 });
             }
@@ -272,7 +328,7 @@ impl Pool {
                 tid: lost.tid,
                 lost_for_ms: lost.since.elapsed().as_millis() as u64,
                 cpu_ms: thread_cpu_ms(lost.tid),
-                in_flight: 0,
+                in_flight: lost.in_flight,
             })
             .collect();
         (workers, queue, lost)

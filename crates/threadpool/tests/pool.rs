@@ -172,6 +172,99 @@ fn a_hung_thread_is_reported_lost_and_replaced() {
     );
 }
 
+/// The watchdog hands a hung thread's slot to a replacement: the slot counts
+/// from zero again, and the request the lost thread still holds is reported
+/// as the lost thread's.
+#[test]
+fn a_hung_threads_request_is_counted_on_it_not_on_its_replacement() {
+    let server = Server::start(
+        BIN,
+        &[
+            "--workers",
+            "2",
+            "--allow-crash",
+            "--worker-timeout-ms",
+            "300",
+        ],
+    );
+    let _hung = server.crash_in_background("hang");
+    let mut stats = None;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let now = server.stats();
+            let replaced = now.lost.as_ref().is_some_and(|lost| lost.len() == 1)
+                && now.workers.iter().all(|w| w.state == SlotState::Ready);
+            stats = Some(now);
+            replaced
+        }),
+        "{stats:?}; stderr:\n{}",
+        server.stderr()
+    );
+    let stats = stats.unwrap();
+    let lost = &stats.lost.as_ref().unwrap()[0];
+    assert_eq!(
+        lost.in_flight, 1,
+        "the hung request is the lost thread's: {stats:?}"
+    );
+    let slot = &stats.workers[lost.slot];
+    assert_eq!(slot.restarts, 1, "{stats:?}");
+    // `/stats` runs on the event loop and counts on `main`, never on a pool
+    // slot, so nothing is in flight on either pool slot.
+    assert_eq!(slot.in_flight, 0, "the replacement starts at 0: {stats:?}");
+    assert_eq!(pool_in_flight(&stats), 0, "{stats:?}");
+    // The loop still holds the hung request (its answer never comes) and
+    // this `/stats` request.
+    assert_eq!(stats.main.as_ref().unwrap().in_flight, 2, "{stats:?}");
+}
+
+/// The contract's largest `/cpu`: about 2 s here, far beyond the 200 ms
+/// worker timeout of the test that uses it.
+const LONGEST_CPU: &str = "/cpu?iters=10000000";
+
+/// A job that outlives the worker timeout gets its thread given up on. When
+/// the job returns after all, the thread answers its request and ends,
+/// leaving the slot, now its replacement's, as it was.
+#[test]
+fn a_lost_thread_that_finishes_answers_and_leaves_its_slot_alone() {
+    let server = Server::start(BIN, &["--workers", "1", "--worker-timeout-ms", "200"]);
+    let slow = get_in_background(&server, LONGEST_CPU);
+    let mut stats = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let now = server.stats();
+            let given_up = now.lost.as_ref().is_some_and(|lost| lost.len() == 1);
+            stats = Some(now);
+            given_up
+        }),
+        "{stats:?}; stderr:\n{}",
+        server.stderr()
+    );
+    let stats = stats.unwrap();
+    let held = (
+        stats.workers[0].in_flight,
+        stats.lost.as_ref().unwrap()[0].in_flight,
+    );
+    assert_eq!(held, (0, 1), "slot 0, lost thread: {stats:?}");
+
+    let answer = slow.join().unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.worker(), "0");
+    assert!(
+        wait_until(Duration::from_secs(5), || lost(&server).is_empty()),
+        "the thread ended after answering: {:?}",
+        server.stats()
+    );
+    let stats = server.stats();
+    let slot = &stats.workers[0];
+    assert_eq!(
+        (slot.in_flight, slot.requests, slot.errors, slot.restarts),
+        (0, 1, 0, 1),
+        "the finished job was counted once, when it started: {stats:?}"
+    );
+    assert_eq!(server.get("/cpu?iters=1").status, 200);
+    assert_eq!(server.stats().workers[0].requests, 2);
+}
+
 #[test]
 fn abort_and_segv_in_a_thread_take_the_whole_process() {
     for (mode, signal) in [("abort", "signal 6"), ("segv", "signal 11")] {

@@ -98,6 +98,10 @@ pub fn run(args: Args) -> Result<(), Error> {
     let pool = Pool::start(threads, args.queue as usize).map_err(Error::Pool)?;
     let slots: SlotTable = pool.slots().clone();
     let main_slot = pool.main_slot();
+    // The event loop's slot: `/stats` reports it as `main`, with this pid.
+    slots[main_slot]
+        .pid
+        .store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
     let app = Arc::new(App {
         model: Arc::new(PoolModel {
             pool: pool.clone(),

@@ -43,7 +43,13 @@ fn stats_show_the_pool_the_queue_and_the_loop() {
     let queue = stats.queue.expect("queue");
     assert_eq!((queue.capacity, queue.depth), (7, 0));
     assert!(stats.loop_lag_ms.is_some(), "{stats:?}");
-    assert!(stats.main.as_ref().unwrap().requests >= 2, "{stats:?}");
+    let main = stats.main.as_ref().expect("main");
+    assert_eq!(
+        main.pid,
+        server.pid(),
+        "the event loop runs in the server process"
+    );
+    assert_eq!(main.requests, 2, "the /cpu and this /stats: {stats:?}");
     assert_eq!(
         pool_requests(&stats),
         1,

@@ -8,8 +8,10 @@
 //! single-threaded event loop, like a Node process. CPU work runs on that loop and blocks it; that
 //! is the point of comparison with `threadpool`.
 //!
-//! - [`master`]: binding, forking, supervision (respawn with backoff, the
-//!   hung-worker timeout), graceful shutdown, the ready line.
+//! - [`master`]: binding, forking, supervision (respawn, the hung-worker
+//!   timeout), graceful shutdown, the ready line.
+//! - [`backoff`]: when a dead worker is replaced: at once, unless its slot
+//!   is in a crash loop, where the delay doubles from 100 ms up to 10 s.
 //! - [`worker`]: what a forked child runs: the orphan guard, a current-thread
 //!   tokio runtime, and the shared `service` crate.
 //! - [`region`]: the `MAP_SHARED` memory holding every worker's counters.
@@ -18,6 +20,7 @@
 //! thread or an async runtime. A child of a multi-threaded process inherits
 //! only the forking thread, with any lock the others held stuck forever.
 
+pub mod backoff;
 pub mod master;
 pub mod region;
 pub mod worker;
@@ -63,7 +66,7 @@ pub struct Args {
     pub dataset_load: DatasetLoad,
 
     /// Test-only: every worker exits with status 3 as soon as it starts, to
-    /// exercise the respawn backoff.
+    /// exercise the respawn backoff (a crash loop).
     #[arg(long, hide = true)]
     pub die_at_boot: bool,
 }

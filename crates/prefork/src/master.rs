@@ -4,7 +4,9 @@
 //! (SIGCHLD, SIGTERM, SIGINT) are blocked and read as data from the signalfd,
 //! so no code ever runs inside a signal handler. The poll timeout doubles as
 //! the tick for the periodic duties: respawning when a backoff expires,
-//! checking heartbeats, and noticing that every worker is ready.
+//! checking heartbeats, and noticing that every worker is ready. A dead
+//! worker whose slot is not in a crash loop is replaced in the same pass
+//! that reaps it ([`Backoff`]).
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -21,18 +23,13 @@ use nix::unistd::{ForkResult, Pid, fork};
 use service::dataset::Dataset;
 use service::slot::SlotState;
 
+use crate::backoff::Backoff;
 use crate::region::Region;
 use crate::worker::{self, WorkerContext};
 use crate::{Args, Balance, DatasetLoad, Error};
 
 /// How long the supervision loop sleeps between duties at most.
 const TICK: Duration = Duration::from_millis(20);
-/// The first respawn delay after a short-lived worker dies; it doubles with
-/// each consecutive early death up to [`BACKOFF_MAX`].
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// A worker that lived this long resets its slot's backoff.
-const STABLE_LIFE: Duration = Duration::from_secs(30);
 /// Extra time after `--grace-ms` before stragglers are SIGKILLed, so a worker
 /// that uses its whole grace period still gets to exit by itself.
 const GRACE_SLACK: Duration = Duration::from_millis(500);
@@ -99,10 +96,10 @@ pub fn run(args: Args) -> Result<(), Error> {
 struct Worker {
     /// The live process in this slot, if any.
     pid: Option<Pid>,
-    /// When it was forked, to tell an early death from a stable life.
+    /// When it was forked, to tell a quick death from a stable life.
     forked_at: Option<Instant>,
-    /// Early deaths in a row: the backoff exponent.
-    early_deaths: u32,
+    /// When to replace it if it dies.
+    backoff: Backoff,
     /// When to fork a replacement, if one is due.
     respawn_at: Option<Instant>,
     /// We already sent SIGKILL for a missed heartbeat; wait for the reap.
@@ -214,11 +211,8 @@ impl Master {
                 continue;
             }
             let lived = worker.forked_at.map_or(Duration::ZERO, |at| at.elapsed());
-            if lived >= STABLE_LIFE {
-                worker.early_deaths = 0;
-            }
-            let delay = backoff(worker.early_deaths);
-            worker.early_deaths += 1;
+            let delay = worker.backoff.next_delay(lived);
+            // Due now when there is no delay: `respawn_due` runs right after.
             worker.respawn_at = Some(Instant::now() + delay);
             tracing::warn!(slot, %pid, how, ?lived, respawn_in = ?delay, "worker died");
         }
@@ -289,28 +283,5 @@ impl Master {
                 Ok(())
             }
         }
-    }
-}
-
-/// The delay before respawning a slot that has died early `early_deaths`
-/// times in a row: 0 → 100 ms, then doubling, capped at 10 s.
-fn backoff(early_deaths: u32) -> Duration {
-    BACKOFF_START
-        .saturating_mul(1 << early_deaths.min(16))
-        .min(BACKOFF_MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_100ms_and_caps_at_10s() {
-        let delays: Vec<u64> = (0..10).map(|n| backoff(n).as_millis() as u64).collect();
-        assert_eq!(
-            delays,
-            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
-        );
-        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
     }
 }

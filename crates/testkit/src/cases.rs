@@ -1,20 +1,34 @@
 //! Contract checks every server model must pass. Each takes the binary to
 //! start (a test gets it from `env!("CARGO_BIN_EXE_...")`) and the flags
-//! that model needs on top of the contract's. [`contract_tests!`] turns them
-//! into one `#[test]` each for a model's suite.
+//! that model needs on top of the contract's, which every server the case
+//! starts gets. [`contract_tests!`] turns them into one `#[test]` each for a
+//! model's suite.
 
 /// Expands to one `#[test]` per contract case, run against `$bin`.
+///
+/// - `contract_tests!(BIN)`: every case, with the model's default flags.
+/// - `contract_tests!(mod NAME, BIN, flags: ["--flag", "value"])`: every
+///   case in a module `NAME`, each server started with those flags too; a
+///   model with several policies (prefork's `--balance`) runs the whole
+///   suite once per policy this way.
 #[macro_export]
 macro_rules! contract_tests {
     ($bin:expr) => {
-        $crate::contract_tests!($bin, endpoints, bad_input, slow_headers_are_cut_off,
+        $crate::contract_tests!(@cases $bin, [], endpoints, bad_input, slow_headers_are_cut_off,
             graceful_shutdown, bad_flags_exit_2_naming_the_flag, a_taken_port_exits_1_with_the_cause);
     };
-    ($bin:expr, $($case:ident),+) => {
+    (mod $module:ident, $bin:expr, flags: [$($flag:expr),* $(,)?]) => {
+        mod $module {
+            $crate::contract_tests!(@cases $bin, [$($flag),*], endpoints, bad_input,
+                slow_headers_are_cut_off, graceful_shutdown, bad_flags_exit_2_naming_the_flag,
+                a_taken_port_exits_1_with_the_cause);
+        }
+    };
+    (@cases $bin:expr, $flags:tt, $($case:ident),+) => {
         $(
             #[test]
             fn $case() {
-                $crate::cases::$case($bin, &[]);
+                $crate::cases::$case($bin, &$flags);
             }
         )+
     };
@@ -278,7 +292,7 @@ pub fn graceful_shutdown(bin: &str, extra: &[&str]) {
 
 /// Bad flags exit 2 with a message naming the flag, and print nothing on
 /// stdout.
-pub fn bad_flags_exit_2_naming_the_flag(bin: &str, _extra: &[&str]) {
+pub fn bad_flags_exit_2_naming_the_flag(bin: &str, extra: &[&str]) {
     for flags in [
         &["--workers", "0"][..],
         &["--workers", "x"],
@@ -287,6 +301,7 @@ pub fn bad_flags_exit_2_naming_the_flag(bin: &str, _extra: &[&str]) {
     ] {
         let output = std::process::Command::new(bin)
             .args(flags)
+            .args(extra)
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(2), "{flags:?}");
@@ -297,11 +312,12 @@ pub fn bad_flags_exit_2_naming_the_flag(bin: &str, _extra: &[&str]) {
 }
 
 /// A failure after the flags parsed exits 1 with its cause chain on stderr.
-pub fn a_taken_port_exits_1_with_the_cause(bin: &str, _extra: &[&str]) {
+pub fn a_taken_port_exits_1_with_the_cause(bin: &str, extra: &[&str]) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let output = std::process::Command::new(bin)
         .args(["--listen", &addr])
+        .args(extra)
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));

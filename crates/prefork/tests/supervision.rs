@@ -2,12 +2,14 @@
 //! never spins on a crash loop, and leaves no orphans.
 
 use std::collections::HashSet;
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use service::contract::{Balance, SlotState, WorkerStats};
-use testkit::{Server, alive, describe, wait_until};
+use testkit::{Server, alive, describe, read_response, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_prefork");
 
@@ -202,21 +204,62 @@ fn connections_are_spread_over_workers() {
 }
 
 /// With one socket per worker, a dead worker's socket stays open in the
-/// master, so connections hashed to it wait for the replacement instead of
-/// being refused.
+/// master, so connections the kernel hashes to it while no worker accepts
+/// there wait in its queue, and its replacement answers them.
+///
+/// The master is stopped (SIGSTOP) while worker 1 is dead, so no
+/// replacement exists while the connections are made. Had the master closed
+/// the dead worker's socket and bound a fresh one for the replacement, the
+/// connections queued on the old socket would be reset; had it never held
+/// the socket, it would have closed with the worker and every connection
+/// would have gone to worker 0.
 #[test]
 fn reuseport_keeps_a_dead_workers_socket_for_its_replacement() {
     let server = Server::start(BIN, &["--workers", "2", "--balance", "reuseport"]);
     let before = pids(&server);
+    server.signal(Signal::SIGSTOP);
     kill(Pid::from_raw(before[1] as i32), Signal::SIGKILL).unwrap();
-    assert_eq!(
-        one_slot_replaced(&server, &before, Duration::from_secs(2)),
-        1
+    // The stopped master cannot reap it: it stays a zombie, its slot empty.
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(before[1])),
+        "worker 1 did not die"
     );
-    let served: HashSet<String> = (0..100)
-        .map(|_| server.get("/").worker().to_string())
+    // The kernel hashes each connection to one of the two sockets: about
+    // half of these land on the dead worker's.
+    let mut pending: Vec<TcpStream> = (0..32)
+        .map(|i| {
+            let mut stream = server
+                .connect()
+                .unwrap_or_else(|e| panic!("connection {i} refused while worker 1 is dead: {e}"));
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            stream
+        })
         .collect();
-    assert_eq!(served.len(), 2, "both sockets are served again: {served:?}");
+    server.signal(Signal::SIGCONT);
+    let answered_by: Vec<String> = pending
+        .iter_mut()
+        .enumerate()
+        .map(|(i, stream)| {
+            let response = read_response(stream).unwrap_or_else(|e| {
+                panic!(
+                    "connection {i}, made while worker 1 was dead, got no answer: {e}; stderr:\n{}",
+                    server.stderr()
+                )
+            });
+            assert_eq!(response.status, 200, "connection {i}: {response:?}");
+            response.worker().to_owned()
+        })
+        .collect();
+    assert!(
+        answered_by.iter().any(|worker| worker == "1"),
+        "no connection made while worker 1 was dead was answered by its replacement: \
+         {answered_by:?}"
+    );
+    let after = workers(&server);
+    assert_ne!(after[1].pid, before[1], "slot 1 has a new worker");
+    assert_eq!(after[1].restarts, 1);
 }
 
 #[test]

@@ -271,6 +271,12 @@ fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 fn exchange(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
     let mut stream = connect(addr)?;
     stream.write_all(raw)?;
+    read_response(&mut stream)
+}
+
+/// Reads until the server closes the connection and parses what came back,
+/// for a test that sent its request itself.
+pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes)?;
     Response::parse(&bytes)

@@ -37,6 +37,8 @@ macro_rules! contract_tests {
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use service::contract::Offload;
+
 use crate::{Response, Server};
 
 /// The contract's published `/cpu` vectors.
@@ -52,7 +54,15 @@ pub fn endpoints(bin: &str, extra: &[&str]) {
     );
     assert_eq!(server.ready().workers, 2);
 
+    // Requests sent, and how many of them were `/cpu` (a job a model may
+    // hand to its workers).
+    let sent = std::cell::Cell::new(0u64);
+    let cpu_sent = std::cell::Cell::new(0u64);
     let ok = |path: &str| -> Response {
+        sent.set(sent.get() + 1);
+        if path.starts_with("/cpu") {
+            cpu_sent.set(cpu_sent.get() + 1);
+        }
         let response = server.get(path);
         assert_eq!(response.status, 200, "GET {path}: {response:?}");
         assert!(!response.worker().is_empty(), "GET {path}: {response:?}");
@@ -88,8 +98,22 @@ pub fn endpoints(bin: &str, extra: &[&str]) {
     for (index, worker) in stats.workers.iter().enumerate() {
         assert_eq!(worker.id, index, "{stats:?}");
     }
+    // Each request, this `/stats` one included, is counted once: on the
+    // worker that served it or, in a model with a separate event loop
+    // (`main`), on the loop, whose workers count the jobs it handed them.
+    let (sent, cpu_sent) = (sent.get() + 1, cpu_sent.get());
     let served: u64 = stats.workers.iter().map(|w| w.requests).sum();
-    assert!(served >= 1, "{stats:?}");
+    match &stats.main {
+        None => assert_eq!(served, sent, "{stats:?}"),
+        Some(main) => {
+            assert_eq!(main.requests, sent, "{stats:?}");
+            let jobs = match stats.offload {
+                Some(Offload::None) => 0,
+                _ => cpu_sent,
+            };
+            assert_eq!(served, jobs, "the /cpu jobs: {stats:?}");
+        }
+    }
 
     drop(server);
     let server = Server::start(bin, &[&["--workers", "1"], extra].concat());

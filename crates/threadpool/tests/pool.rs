@@ -95,14 +95,16 @@ fn a_full_queue_answers_503_at_once_and_recovers() {
 }
 
 #[test]
-fn a_panic_fails_one_request_and_the_pool_keeps_its_size() {
+fn a_panic_fails_one_request_and_the_thread_survives() {
     let server = Server::start(BIN, &["--workers", "2", "--allow-crash"]);
+    let tids = |stats: &Stats| stats.workers.iter().map(|w| w.tid).collect::<Vec<_>>();
+    let before = tids(&server.stats());
     let panicked = server.post("/crash?how=panic");
     assert_eq!(panicked.status, 500, "{panicked:?}");
     assert!(panicked.worker().parse::<usize>().is_ok(), "{panicked:?}");
     assert_eq!(server.get("/cpu?iters=1").body, format!("{CPU_ITERS_1}\n"));
     let stats = server.stats();
-    assert_eq!(stats.workers.len(), 2);
+    assert_eq!(tids(&stats), before, "the same threads: {stats:?}");
     let errors: u64 = stats.workers.iter().map(|w| w.errors).sum();
     assert_eq!(errors, 1, "{stats:?}");
     assert_eq!(
@@ -161,7 +163,17 @@ fn a_hung_thread_is_reported_lost_and_replaced() {
     );
     let stats = server.stats();
     assert_eq!(stats.restarts(), 1, "{stats:?}");
-    assert_eq!(stats.workers.len(), 2, "capacity is back: {stats:?}");
+    let lost_thread = &stats.lost.as_ref().unwrap()[0];
+    let slot = &stats.workers[lost_thread.slot];
+    assert_ne!(slot.tid, Some(lost_thread.tid), "a new thread: {stats:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || server.stats().workers
+            [lost_thread.slot]
+            .state
+            == SlotState::Ready),
+        "the replacement takes jobs: {:?}",
+        server.stats()
+    );
     for _ in 0..4 {
         assert_eq!(server.get("/cpu?iters=1").status, 200);
     }

@@ -6,14 +6,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use lab::report::{CellStatus, RunRecord};
+use harness::record::CellStatus;
+use lab::experiments::run::report::RunRecord;
 use testkit::Group;
 
 mod common;
-use common::{run_lab, scratch};
+use common::{Tagged, run_lab, scratch};
+use nix::sys::signal::Signal;
 
 fn read_run(dir: &Path) -> RunRecord {
     let text = std::fs::read_to_string(dir.join("run.json")).expect("run.json");
@@ -51,9 +53,11 @@ fn a_tiny_matrix_runs_end_to_end() {
 
     let dir = out.join("tiny");
     let run = read_run(&dir);
-    assert_eq!(run.schema_version, lab::report::SCHEMA_VERSION);
-    assert!(run.complete && !run.interrupted);
-    assert!(run.machine.logical_cores >= 1);
+    assert_eq!(
+        run.schema_version,
+        lab::experiments::run::report::SCHEMA_VERSION
+    );
+    assert!(run.meta.complete && !run.meta.interrupted);
     let cells: Vec<(String, String)> = run
         .cells
         .iter()
@@ -135,7 +139,7 @@ fn fake_server(dir: &Path, script: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn run_fake(script: &str, extra: &[&str]) -> (ExitStatus, RunRecord, Vec<u32>) {
+fn run_fake(script: &str, extra: &[&str]) -> (ExitStatus, RunRecord, Vec<i32>) {
     let out = scratch("fake");
     let bin = out.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -172,7 +176,7 @@ fn a_server_that_dies_at_start_fails_its_cells_and_the_run_goes_on() {
     assert!(left.is_empty(), "left: {left:?}");
     // Both cells were tried and recorded, each with the server's last words.
     assert_eq!(run.cells.len(), 2);
-    assert!(run.complete);
+    assert!(run.meta.complete);
     for cell in &run.cells {
         assert_eq!(cell.status, CellStatus::Failed);
         assert!(
@@ -201,12 +205,9 @@ fn a_server_that_never_gets_ready_times_out_and_is_killed() {
     assert_eq!(cell.stderr_tail, ["still loading"]);
 }
 
-/// Ctrl-C (SIGINT to the whole foreground group: lab, its server, its load
-/// generator) keeps the finished cells, marks the run interrupted, exits 130
-/// and leaves nothing running.
-#[test]
-fn ctrl_c_keeps_finished_cells_and_cleans_up() {
-    let out = scratch("ctrl-c");
+/// Starts a prefork noop run of several cells and waits until one cell is
+/// written, so an interruption lands in the middle of the run.
+fn start_long_run(tag: &Tagged, out: &Path) -> Group {
     let args = [
         "run",
         "--models",
@@ -224,7 +225,7 @@ fn ctrl_c_keeps_finished_cells_and_cleans_up() {
         "--name",
         "cut",
     ];
-    let mut lab = Group::spawn(Command::new(env!("CARGO_BIN_EXE_lab")).args(args));
+    let lab = Group::spawn(&mut tag.command(&args));
     let run_json = out.join("cut").join("run.json");
     let one_cell_done = || {
         std::fs::read_to_string(&run_json)
@@ -238,23 +239,54 @@ fn ctrl_c_keeps_finished_cells_and_cleans_up() {
         "no cell finished; stderr:\n{}",
         lab.stderr()
     );
-    lab.signal_group(nix::sys::signal::Signal::SIGINT);
+    lab
+}
+
+/// What an interrupted run must leave: exit 130, the finished cells kept
+/// and marked interrupted, nothing running.
+fn assert_cut_cleanly(lab: &mut Group, tag: &Tagged, out: &Path) {
     let status = lab.finish(Duration::from_secs(30));
     assert_eq!(status.code(), Some(130), "{}", lab.stderr());
     assert!(
-        testkit::wait_until(Duration::from_secs(3), || lab.members().is_empty()),
+        testkit::wait_until(Duration::from_secs(3), || tag.alive().is_empty()),
         "left running: {:?}",
-        lab.members()
+        tag.alive()
     );
     let run = read_run(&out.join("cut"));
-    assert!(run.interrupted);
-    assert!(!run.complete);
+    assert!(run.meta.interrupted);
+    assert!(!run.meta.complete);
     assert!(
         (1..4).contains(&run.cells.len()),
         "{} cells",
         run.cells.len()
     );
     assert_eq!(run.cells[0].status, CellStatus::Ok);
+}
+
+/// Ctrl-C at a terminal (SIGINT to the whole foreground group: lab, its
+/// load generator; its server has a group of its own) keeps the finished
+/// cells, exits 130 and leaves nothing running.
+#[test]
+fn ctrl_c_keeps_finished_cells_and_cleans_up() {
+    let out = scratch("ctrl-c");
+    let tag = Tagged::new();
+    let mut lab = start_long_run(&tag, &out);
+    lab.signal_group(Signal::SIGINT);
+    assert_cut_cleanly(&mut lab, &tag, &out);
+}
+
+/// A second Ctrl-C while the first is being handled must not skip the
+/// cleanup: the server, in its own group, gets no signal from the terminal
+/// and would be left running.
+#[test]
+fn a_second_ctrl_c_still_cleans_up() {
+    let out = scratch("ctrl-c-twice");
+    let tag = Tagged::new();
+    let mut lab = start_long_run(&tag, &out);
+    lab.signal(Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(20));
+    lab.signal(Signal::SIGINT);
+    assert_cut_cleanly(&mut lab, &tag, &out);
 }
 
 /// The memory lesson is real: a dataset built before the fork is shared by

@@ -7,13 +7,68 @@ use std::time::{Duration, SystemTime};
 use testkit::Group;
 
 /// Runs `lab ARGS` in its own process group (killed whole on drop, so a
-/// failing assertion leaves no server or load generator behind) and waits up
-/// to `limit`. Returns its status, stdout, stderr, and whatever is still
-/// alive in its group.
-pub fn run_lab(args: &[&str], limit: Duration) -> (ExitStatus, String, String, Vec<u32>) {
-    let mut lab = Group::spawn(Command::new(env!("CARGO_BIN_EXE_lab")).args(args));
+/// failing assertion leaves no load generator behind) and waits up to
+/// `limit`. Returns its status, stdout, stderr, and every process it
+/// started that is still alive (see [`Tagged`]).
+pub fn run_lab(args: &[&str], limit: Duration) -> (ExitStatus, String, String, Vec<i32>) {
+    let tag = Tagged::new();
+    let mut lab = Group::spawn(&mut tag.command(args));
     let status = lab.finish(limit);
-    (status, lab.stdout(), lab.stderr(), lab.members())
+    (status, lab.stdout(), lab.stderr(), tag.alive())
+}
+
+/// Every process a `lab` started, found by an environment variable they
+/// all inherit. `lab` starts each server in a process group of its own
+/// (so the servers' guard can kill all of a server's processes), so the
+/// test's own group does not hold them; the tag does. Whatever is tagged
+/// and alive when the test ends is killed.
+pub struct Tagged(String);
+
+const TAG: &str = "LAB_TEST_TAG";
+
+impl Tagged {
+    pub fn new() -> Tagged {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Tagged(format!("{}-{nanos}", std::process::id()))
+    }
+
+    /// `lab ARGS`, tagged.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lab"));
+        command.args(args).env(TAG, &self.0);
+        command
+    }
+
+    /// The tagged processes still alive (zombies are not alive).
+    pub fn alive(&self) -> Vec<i32> {
+        let Ok(all) = procfs::process::all_processes() else {
+            return Vec::new();
+        };
+        all.filter_map(|p| p.ok())
+            .filter(|p| p.stat().is_ok_and(|s| s.state != 'Z' && s.state != 'X'))
+            .filter(|p| {
+                p.environ().is_ok_and(|env| {
+                    env.get(std::ffi::OsStr::new(TAG))
+                        .is_some_and(|v| v.as_encoded_bytes() == self.0.as_bytes())
+                })
+            })
+            .map(|p| p.pid)
+            .collect()
+    }
+}
+
+impl Drop for Tagged {
+    fn drop(&mut self) {
+        for pid in self.alive() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 /// A fresh, empty folder for one test's output.

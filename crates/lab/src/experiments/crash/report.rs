@@ -6,35 +6,41 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use plotters::prelude::*;
+use harness::chart::{self, Chart, Panel, Series};
+use harness::record::{self, CellStatus, RunMeta, to_json};
+use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
 
 use super::Fault;
-use crate::matrix::Model;
-use crate::report::ServerParams;
-use crate::report::{CellStatus, Machine};
 
 /// Bumped whenever a field of [`CrashRun`] changes meaning or goes away.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the run metadata is shared with every experiment, and `model` is any
+/// server kind's name.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `crash.json`.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct CrashRun {
     pub schema_version: u32,
-    pub name: String,
-    /// UTC, RFC 3339.
-    pub started_at: String,
-    pub complete: bool,
-    pub interrupted: bool,
-    pub git_commit: Option<String>,
-    pub machine: Machine,
+    #[serde(flatten)]
+    pub meta: RunMeta,
     pub params: CrashParams,
     pub results: Vec<FaultRecord>,
 }
 
+impl CrashRun {
+    /// How many fault runs failed (not the faults: the runs themselves).
+    pub fn failed(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.status == CellStatus::Failed)
+            .count()
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct CrashParams {
-    pub models: Vec<Model>,
+    pub models: Vec<String>,
     pub faults: Vec<Fault>,
     pub workers: u16,
     pub concurrency: u32,
@@ -62,7 +68,7 @@ pub struct CrashParams {
 /// clock (since oha started); see `loadgen` for how they are aligned.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct FaultRecord {
-    pub model: Model,
+    pub model: String,
     pub fault: Fault,
     pub status: CellStatus,
     pub error: Option<String>,
@@ -147,22 +153,28 @@ pub struct WindowRecord {
     pub p99_ms: Option<f64>,
 }
 
-/// Writes `crash.json`, `crash.md` and the charts.
+/// Writes `crash.json`, `crash.md` and the charts, each whole or not at
+/// all.
 pub fn write_all(dir: &Path, run: &CrashRun) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let json = serde_json::to_string_pretty(run).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("crash.json"), json + "\n")?;
-    std::fs::write(dir.join("crash.md"), render_markdown(run))?;
-    for &model in &run.params.models {
+    record::write_files(
+        dir,
+        &[
+            ("crash.json".into(), to_json(run)?),
+            ("crash.md".into(), render_markdown(run)),
+        ],
+    )?;
+    for model in &run.params.models {
         let results: Vec<&FaultRecord> = run
             .results
             .iter()
-            .filter(|r| r.model == model && !r.windows.is_empty())
+            .filter(|r| &r.model == model && !r.windows.is_empty())
             .collect();
         if !results.is_empty() {
-            let path = dir.join(format!("crash-{model}.svg"));
-            chart(&path, model, &results, run.params.window_ms)
-                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            let name = format!("crash-{model}.svg");
+            let tmp = dir.join(format!(".{name}.tmp"));
+            chart::write_svg(&tmp, &timeline_chart(model, &results, run.params.window_ms))
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", tmp.display())))?;
+            std::fs::rename(&tmp, dir.join(name))?;
         }
     }
     Ok(())
@@ -181,24 +193,22 @@ const COLUMNS: [&str; 9] = [
 ];
 
 fn row(r: &FaultRecord) -> Vec<String> {
-    let mut row = vec![r.model.to_string(), r.fault.to_string()];
+    let mut row = vec![r.model.clone(), r.fault.to_string()];
     if r.status == CellStatus::Failed {
-        let why = r.error.as_deref().unwrap_or("failed");
-        row.push(format!("FAILED: {}", why.lines().next().unwrap_or(why)));
-        row.resize(COLUMNS.len(), String::new());
-        return row;
+        return record::failed_row(row, r.error.as_deref(), COLUMNS.len());
     }
     row.push(r.requests_failed.to_string());
     row.push(
         match (r.in_flight_at_fault, r.in_flight_on_faulted_worker) {
             (Some(all), Some(there)) => format!("{all} ({there} on it)"),
             (Some(all), None) => all.to_string(),
-            _ => "-".into(),
+            _ => "not measured".into(),
         },
     );
     row.push(if r.survived { "yes" } else { "no" }.into());
     row.push(match (r.replaced_at_s, r.fault_at_s) {
         (Some(at), Some(fault)) => format!("{:.0} ms", (at - fault) * 1000.0),
+        _ if r.stats_read_at_s.is_none() => "not measured".into(),
         _ => "-".into(),
     });
     row.push(match r.time_to_recover_ms {
@@ -206,7 +216,7 @@ fn row(r: &FaultRecord) -> Vec<String> {
         None => "never".into(),
     });
     row.push(match &r.capacity_after {
-        None => "-".into(),
+        None => "not measured".into(),
         Some(c) => {
             let mut text = format!("{}/{} alive", c.workers_alive, c.workers);
             for lost in &c.lost_threads {
@@ -227,12 +237,16 @@ fn row(r: &FaultRecord) -> Vec<String> {
 /// `crash.md`: the table, how to read it, then each fault's timeline.
 pub fn render_markdown(run: &CrashRun) -> String {
     let p = &run.params;
-    let mut md = format!("# lab crash: {}\n\n", run.name);
+    let mut md = format!(
+        "# lab crash: {}\n\n{}\n\n",
+        run.meta.name,
+        run.meta.describe()
+    );
     let _ = writeln!(
         md,
         "{} workers, `/cpu?iters={}` at {} connections, load {} with latency correction; \
          fault after {:.1} s, load kept {:.1} s more; `--worker-timeout-ms {}`; prefork with \
-         `--balance {}`; {} build; {} ({} logical cores).\n",
+         `--balance {}`.\n",
         p.workers,
         p.cpu_iters,
         p.concurrency,
@@ -245,15 +259,13 @@ pub fn render_markdown(run: &CrashRun) -> String {
         p.after_s,
         p.worker_timeout_ms,
         p.servers.balance.name(),
-        p.servers.build,
-        run.machine.cpu_model,
-        run.machine.logical_cores,
     );
-    let _ = writeln!(md, "| {} |", COLUMNS.join(" | "));
-    let _ = writeln!(md, "|{}", "---|".repeat(COLUMNS.len()));
-    for r in &run.results {
-        let _ = writeln!(md, "| {} |", row(r).join(" | "));
-    }
+    md.push_str(&record::markdown_table(
+        &COLUMNS,
+        run.results.iter().map(row).collect(),
+        2,
+    ));
+    md.push('\n');
     let _ = writeln!(
         md,
         "\n**failed**: load requests with no answer or a non-2xx answer, plus the `/crash` \
@@ -290,12 +302,12 @@ pub fn render_markdown(run: &CrashRun) -> String {
 
 /// One line per fault, for the terminal and `crash.md`.
 pub fn render_timelines(run: &CrashRun) -> String {
-    let mut text = format!("{}\n", super::timeline::LEGEND);
+    let mut text = format!("{}\n", harness::timeline::LEGEND);
     for r in &run.results {
         let _ = writeln!(
             text,
             "{:<10} {:<5} {}  {}",
-            r.model.to_string(),
+            r.model,
             r.fault.to_string(),
             r.timeline,
             summary_line(r)
@@ -320,104 +332,43 @@ pub fn summary_line(r: &FaultRecord) -> String {
     )
 }
 
-/// One fault's line in a chart: its name, 2xx per window, p99 per window.
-type Series = (String, Vec<(f64, f64)>, Vec<(f64, f64)>);
-
 /// The per-model chart: 2xx per window (top) and p99 (bottom) against time
 /// since the fault, one line per fault.
-fn chart(
-    path: &Path,
-    model: Model,
-    results: &[&FaultRecord],
-    window_ms: u64,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn timeline_chart(model: &str, results: &[&FaultRecord], window_ms: u64) -> Chart {
     let window_s = window_ms as f64 / 1000.0;
-    // Each fault's windows, shifted so its fault is at 0.
-    let series: Vec<Series> = results
-        .iter()
-        .map(|r| {
-            let fault = r.fault_at_s.unwrap_or(0.0);
-            let at = |w: &WindowRecord| w.start_s + window_s / 2.0 - fault;
-            let ok = r.windows.iter().map(|w| (at(w), w.ok as f64)).collect();
-            let p99 = r
-                .windows
-                .iter()
-                .filter_map(|w| Some((at(w), w.p99_ms?)))
-                .collect();
-            (r.fault.to_string(), ok, p99)
-        })
-        .collect();
-    let points = || series.iter().flat_map(|(_, ok, p99)| ok.iter().chain(p99));
-    let x_min = points().map(|p| p.0).fold(0.0, f64::min);
-    let x_max = points().map(|p| p.0).fold(0.0, f64::max);
-    let ok_max = series
-        .iter()
-        .flat_map(|s| &s.1)
-        .map(|p| p.1)
-        .fold(1.0, f64::max);
-    let p99_max = series
-        .iter()
-        .flat_map(|s| &s.2)
-        .map(|p| p.1)
-        .fold(1.0, f64::max);
-
-    let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(380);
-    let palette = |i: usize| Palette99::pick(i).to_rgba();
-
-    let mut upper = ChartBuilder::on(&top)
-        .caption(
-            format!("{model}: 2xx answers per {window_ms} ms window"),
-            ("sans-serif", 20),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(x_min..x_max, 0.0..ok_max * 1.1)?;
-    upper
-        .configure_mesh()
-        .x_desc("seconds since the fault")
-        .y_desc("2xx / window")
-        .draw()?;
-    upper.draw_series(LineSeries::new(
-        [(0.0, 0.0), (0.0, ok_max * 1.1)],
-        BLACK.stroke_width(1),
-    ))?;
-    for (i, (name, ok, _)) in series.iter().enumerate() {
-        let color = palette(i);
-        upper
-            .draw_series(LineSeries::new(ok.iter().copied(), color.stroke_width(2)))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    let series = |pick: fn(&WindowRecord) -> Option<f64>| -> Vec<Series> {
+        results
+            .iter()
+            .map(|r| {
+                // Each fault's windows, shifted so its fault is at 0.
+                let fault = r.fault_at_s.unwrap_or(0.0);
+                Series {
+                    name: r.fault.to_string(),
+                    points: r
+                        .windows
+                        .iter()
+                        .filter_map(|w| Some((w.start_s + window_s / 2.0 - fault, pick(w)?)))
+                        .collect(),
+                }
+            })
+            .collect()
+    };
+    Chart {
+        x_desc: "seconds since the fault".into(),
+        marker_x: Some(0.0),
+        panels: vec![
+            Panel {
+                caption: format!("{model}: 2xx answers per {window_ms} ms window"),
+                y_desc: "2xx / window".into(),
+                log_y: false,
+                series: series(|w| Some(w.ok as f64)),
+            },
+            Panel {
+                caption: format!("{model}: p99 latency per window (ms, latency-corrected)"),
+                y_desc: "p99 ms".into(),
+                log_y: true,
+                series: series(|w| w.p99_ms),
+            },
+        ],
     }
-    upper
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerLeft)
-        .draw()?;
-
-    let mut lower = ChartBuilder::on(&bottom)
-        .caption(
-            format!("{model}: p99 latency per window (ms, latency-corrected)"),
-            ("sans-serif", 20),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(x_min..x_max, (0.1..p99_max * 1.5).log_scale())?;
-    lower
-        .configure_mesh()
-        .x_desc("seconds since the fault")
-        .y_desc("p99 ms")
-        .draw()?;
-    for (i, (_, _, p99)) in series.iter().enumerate() {
-        lower.draw_series(LineSeries::new(
-            p99.iter().copied(),
-            palette(i).stroke_width(2),
-        ))?;
-    }
-    root.present()?;
-    Ok(())
 }

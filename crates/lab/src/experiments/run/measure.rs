@@ -1,153 +1,49 @@
-//! Runs a plan: one cell after another, each recorded and written to disk as
-//! soon as it finishes.
+//! One cell, measured: start the server, warm it up, load it while its
+//! processes are sampled, stop it. The result is working data
+//! ([`Measured`]); turning it into the published record is
+//! [`super::figures`]'s job.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use harness::loadgen::{LoadOutcome, LoadSpec, LoadgenError};
+use harness::procs::{self, Memory, ProcEntry, Sampler};
+use harness::record::chain;
+use harness::servers::{ServerError, Servers, StartRequest};
+use harness::session::Session;
 
-use crate::efficiency;
-use crate::loadgen::{LoadSpec, Loadgen, LoadgenError};
-use crate::matrix::{Cell, MIXED_CPU_PERCENT, Plan, Workload};
-use crate::procs::{self, ProcEntry, Sampler};
-use crate::report::{
-    self, CellRecord, CellStatus, CpuRecord, Efficiency, KernelCost, MemoryRecord, RunRecord,
-};
-use crate::servers::{Server, ServerError};
+use super::plan::{Cell, MIXED_CPU_PERCENT, Workload};
 
 /// The grace period servers get on SIGTERM (`--grace-ms`). Short, because
 /// when the harness stops a server its load has already ended.
 pub const GRACE_MS: u64 = 2_000;
-/// How often the server's tree is sampled during the load.
+/// How often the server's processes are sampled during the load.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Everything a cell needs besides itself.
-#[derive(Debug)]
-pub struct Context {
-    pub plan: Plan,
-    pub cpu_iters: u32,
-    pub kernel: Option<KernelCost>,
-    pub server_dir: PathBuf,
-    /// Models whose build failed, with the reason: their cells fail.
-    pub build_errors: HashMap<crate::matrix::Model, String>,
-    /// The `lab` executable, started again as `lab loadgen`.
-    pub lab_exe: PathBuf,
-    /// Scratch space for the load generator's files.
-    pub work_dir: PathBuf,
-    pub cores: usize,
-    pub interrupted: Arc<AtomicBool>,
-}
-
-/// How a cell ended, when it produced no record.
-#[derive(Debug)]
-pub enum CellEnd {
-    Recorded(Box<CellRecord>),
-    Interrupted,
-}
-
-/// Runs every cell, rewriting the output files after each one. Returns the
-/// record as it stands when the run ended (complete or interrupted).
-pub fn run_all(
-    ctx: &Context,
-    mut record: RunRecord,
-    out_dir: &Path,
-) -> Result<RunRecord, std::io::Error> {
-    let cells = ctx.plan.cells();
-    let progress = ProgressBar::new(cells.len() as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    report::write_all(out_dir, &record)?;
-    for cell in cells {
-        if ctx.interrupted.load(Ordering::Relaxed) {
-            record.interrupted = true;
-            break;
-        }
-        progress.set_message(cell.to_string());
-        match run_cell(ctx, cell) {
-            CellEnd::Recorded(cell_record) => {
-                progress.suspend(|| log_cell(&cell_record));
-                record.cells.push(*cell_record);
-                report::write_all(out_dir, &record)?;
-            }
-            CellEnd::Interrupted => {
-                record.interrupted = true;
-                break;
-            }
-        }
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
-    record.complete = !record.interrupted;
-    report::write_all(out_dir, &record)?;
-    Ok(record)
-}
-
-fn log_cell(cell: &CellRecord) {
-    match (&cell.status, &cell.load) {
-        (CellStatus::Ok, Some(load)) => tracing::info!(
-            model = %cell.model, workload = %cell.workload, workers = cell.workers,
-            concurrency = cell.concurrency, rps = format!("{:.0}", load.rps), "cell done"
-        ),
-        _ => {
-            // The server's last words usually say why; show the end of them
-            // here too, not only in the files.
-            let tail = cell.stderr_tail.len().saturating_sub(5);
-            tracing::warn!(
-                model = %cell.model, workload = %cell.workload, workers = cell.workers,
-                concurrency = cell.concurrency, error = cell.error.as_deref().unwrap_or("?"),
-                stderr_tail = cell.stderr_tail[tail..].join("\n"),
-                "cell failed"
-            )
-        }
-    }
-}
-
-/// Formats an error with its causes, `outer: inner: innermost`.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Why a cell stopped early.
-enum Failure {
-    Server(ServerError),
-    Loadgen(LoadgenError),
-    Message(String),
-}
-
-impl From<ServerError> for Failure {
-    fn from(e: ServerError) -> Failure {
-        Failure::Server(e)
-    }
-}
-
-impl From<LoadgenError> for Failure {
-    fn from(e: LoadgenError) -> Failure {
-        Failure::Loadgen(e)
-    }
-}
-
-impl Failure {
-    fn text(&self) -> String {
-        match self {
-            Failure::Server(e) => chain(e),
-            Failure::Loadgen(e) => chain(e),
-            Failure::Message(m) => m.clone(),
-        }
-    }
+/// What one cell measured, as far as it got.
+#[derive(Debug, Default)]
+pub struct Measured {
+    /// Memory once the server was ready, before any load.
+    pub idle: Option<Memory>,
+    /// Each field's maximum over warm-up and load.
+    pub peak: Option<Memory>,
+    pub samples: u32,
+    /// The most processes the server had at once.
+    pub processes: usize,
+    /// CPU seconds of the server's processes during the measured load.
+    pub server_cpu_s: Option<f64>,
+    /// Wall seconds of the measured load.
+    pub load_wall_s: f64,
+    pub load: Option<LoadOutcome>,
+    /// The server's exit code after SIGTERM.
+    pub exit_code: Option<i32>,
+    /// Its processes still running after it exited.
+    pub left_running: Vec<i32>,
+    /// Why the cell stopped early, if it did.
+    pub error: Option<String>,
+    pub stderr_tail: Vec<String>,
+    /// Start to stop.
+    pub wall_s: f64,
 }
 
 /// The URLs a workload requests.
@@ -169,178 +65,121 @@ pub fn urls(workload: Workload, addr: SocketAddr, cpu_iters: u32, io_ms: u32) ->
     }
 }
 
-fn empty_record(cell: Cell) -> CellRecord {
-    CellRecord {
-        model: cell.model,
-        workload: cell.workload,
-        workers: cell.workers,
-        concurrency: cell.concurrency,
-        status: CellStatus::Failed,
-        error: None,
-        stderr_tail: Vec::new(),
-        load: None,
-        memory: None,
-        cpu: None,
-        efficiency: None,
-        exit_code: None,
-        left_running: Vec::new(),
-        wall_s: 0.0,
-    }
+/// What a cell needs besides itself.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    pub session: &'a Session,
+    pub servers: &'a Servers,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub cpu_iters: u32,
+    pub io_ms: u32,
 }
 
-/// Runs one cell. A failure becomes a failed record; only an interruption
-/// produces no record, since its numbers would be cut short.
-pub fn run_cell(ctx: &Context, cell: Cell) -> CellEnd {
+/// Why a cell stopped early.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Loadgen(#[from] LoadgenError),
+    #[error("{0}")]
+    Message(String),
+}
+
+/// Measures one cell. `None` only when interrupted: its numbers would be
+/// cut short.
+pub fn cell(setup: &Setup, cell: &Cell) -> Option<Measured> {
     let started = Instant::now();
-    let mut record = empty_record(cell);
-    let mut stderr = crate::servers::StderrTail::default();
-    let result = measure(ctx, cell, &mut record, &mut stderr);
-    record.wall_s = started.elapsed().as_secs_f64();
-    if ctx.interrupted.load(Ordering::Relaxed) {
-        return CellEnd::Interrupted;
+    let mut measured = Measured::default();
+    let result = measure(setup, cell, &mut measured);
+    measured.wall_s = started.elapsed().as_secs_f64();
+    if setup.session.is_interrupted() {
+        return None;
     }
-    let mut problems = Vec::new();
     if let Err(failure) = result {
-        problems.push(failure.text());
+        measured.error = Some(chain(&failure));
     }
-    if let Some(code) = record.exit_code.filter(|&c| c != 0) {
-        problems.push(format!(
-            "the server exited with {code} after SIGTERM, not 0"
-        ));
-    }
-    if !record.left_running.is_empty() {
-        problems.push(format!(
-            "server processes left running after it exited: {:?}",
-            record.left_running
-        ));
-    }
-    if problems.is_empty() {
-        record.status = CellStatus::Ok;
-    } else {
-        record.status = CellStatus::Failed;
-        record.error = Some(problems.join("; "));
-        if record.stderr_tail.is_empty() {
-            record.stderr_tail = stderr.lines();
-        }
-    }
-    CellEnd::Recorded(Box::new(record))
+    Some(measured)
 }
 
-/// The body of a cell; fills `record` as far as it gets.
-fn measure(
-    ctx: &Context,
-    cell: Cell,
-    record: &mut CellRecord,
-    stderr_out: &mut crate::servers::StderrTail,
-) -> Result<(), Failure> {
-    if let Some(error) = ctx.build_errors.get(&cell.model) {
-        return Err(Failure::Message(error.clone()));
-    }
-    let exe = crate::servers::locate(&ctx.server_dir, cell.model)?;
-    let plan = &ctx.plan;
-    let flags = cell.model.flags(&plan.servers);
-    let mut server = match Server::start_with(
-        &exe,
-        cell.workers,
-        GRACE_MS,
-        plan.servers.ready_timeout,
-        &flags,
-        &[],
-    ) {
+fn measure(setup: &Setup, cell: &Cell, out: &mut Measured) -> Result<(), Failure> {
+    let request = StartRequest {
+        workers: cell.workers,
+        grace_ms: GRACE_MS,
+        contract_flags: Vec::new(),
+        env: Vec::new(),
+    };
+    let mut server = match setup.servers.start(&cell.kind, &request) {
         Ok(server) => server,
         Err(failure) => {
-            record.stderr_tail = failure.stderr;
+            out.stderr_tail = failure.stderr;
             return Err(failure.error.into());
         }
     };
-    *stderr_out = server.stderr.clone();
-    let root = server.pid();
-    tracing::debug!(%cell, addr = %server.ready.addr, pid = root, "server ready");
+    let stderr = server.stderr.clone();
+    let result = (|| {
+        let pgid = server.pid();
+        tracing::debug!(%cell, addr = %server.addr, pid = pgid, "server ready");
 
-    // Idle memory: after the ready line every worker has started; a short
-    // pause lets the last one finish initialising before the snapshot.
-    std::thread::sleep(Duration::from_millis(100));
-    let idle = procs::sample_tree(root);
-    let sampler = Sampler::start(root, SAMPLE_INTERVAL);
+        // Idle memory: after the ready line every worker has started; a
+        // short pause lets the last one finish initialising.
+        std::thread::sleep(Duration::from_millis(100));
+        let idle = procs::sample_group(pgid);
+        out.idle = Some(idle.memory);
+        let sampler = Sampler::start(pgid, SAMPLE_INTERVAL);
 
-    let spec = LoadSpec::new(
-        urls(cell.workload, server.ready.addr, ctx.cpu_iters, plan.io_ms),
-        cell.concurrency,
-        plan.duration,
-    );
-    if !plan.warmup.is_zero() {
-        let warmup = LoadSpec {
-            duration: plan.warmup,
-            ..spec.clone()
-        };
-        Loadgen::spawn(&ctx.lab_exe, &warmup, &ctx.work_dir, "warmup")?.wait(&ctx.interrupted)?;
-        server.check_alive()?;
-    }
-
-    let cpu_before = procs::sample_tree(root).cpu_seconds;
-    let load_started = Instant::now();
-    let outcome =
-        Loadgen::spawn(&ctx.lab_exe, &spec, &ctx.work_dir, "load")?.wait(&ctx.interrupted)?;
-    let wall_s = load_started.elapsed().as_secs_f64();
-    let after = procs::sample_tree(root);
-    server.check_alive()?;
-    let sampled = sampler.stop();
-
-    // A worker replaced mid-load takes its CPU time with it; never report a
-    // negative figure.
-    record.cpu = Some(CpuRecord {
-        server_s: (after.cpu_seconds - cpu_before).max(0.0),
-        loadgen_s: outcome.cpu_seconds,
-        wall_s,
-    });
-    record.memory = Some(MemoryRecord {
-        idle: idle.memory.into(),
-        peak: sampled.peak.max_each(after.memory).into(),
-        samples: sampled.samples + 1,
-        processes: sampled.max_processes.max(after.processes.len()),
-    });
-    record.efficiency = efficiency_for(ctx, cell, outcome.summary.rps);
-    record.load = Some(outcome.summary);
-
-    // Every process ever seen in the tree must be gone after the stop.
-    let mut tree: Vec<ProcEntry> = idle.processes;
-    for p in sampled.seen.into_iter().chain(after.processes) {
-        if !tree.contains(&p) {
-            tree.push(p);
+        let spec = LoadSpec::new(
+            urls(cell.workload, server.addr, setup.cpu_iters, setup.io_ms),
+            cell.concurrency,
+            setup.duration,
+        );
+        let interrupted = &setup.session.interrupted;
+        if !setup.warmup.is_zero() {
+            let warmup = LoadSpec {
+                duration: setup.warmup,
+                ..spec.clone()
+            };
+            setup.session.load(&warmup, "warmup")?.wait(interrupted)?;
+            server.check_alive()?;
         }
+
+        let cpu_before = procs::sample_group(pgid).cpu_seconds;
+        let load_started = Instant::now();
+        let outcome = setup.session.load(&spec, "load")?.wait(interrupted)?;
+        out.load_wall_s = load_started.elapsed().as_secs_f64();
+        let after = procs::sample_group(pgid);
+        server.check_alive()?;
+        let sampled = sampler.stop();
+        // A worker replaced mid-load takes its CPU time with it; never
+        // report a negative figure.
+        out.server_cpu_s = Some((after.cpu_seconds - cpu_before).max(0.0));
+        out.peak = Some(sampled.peak.max_each(after.memory));
+        out.samples = sampled.samples + 1;
+        out.processes = sampled.max_processes.max(after.processes.len());
+        out.load = Some(outcome);
+        Ok::<_, Failure>(())
+    })();
+    if let Err(failure) = result {
+        out.stderr_tail = stderr.lines();
+        return Err(failure);
     }
     let stop_timeout = Duration::from_millis(GRACE_MS) + Duration::from_secs(3);
-    let (code, left) = server.stop(&tree, stop_timeout)?;
-    record.exit_code = code;
-    record.left_running = left.iter().map(|p| p.pid).collect();
+    let (code, left) = server.stop(stop_timeout).inspect_err(|_| {
+        out.stderr_tail = stderr.lines();
+    })?;
+    out.exit_code = code;
+    out.left_running = left.iter().map(|p: &ProcEntry| p.pid).collect();
     if code.is_none() {
+        out.stderr_tail = stderr.lines();
         return Err(Failure::Message(
             "the server was killed by a signal after SIGTERM".into(),
         ));
     }
+    if code != Some(0) || !out.left_running.is_empty() {
+        out.stderr_tail = stderr.lines();
+    }
     Ok(())
-}
-
-fn efficiency_for(ctx: &Context, cell: Cell, rps: f64) -> Option<Efficiency> {
-    let (kind, ceiling) = match cell.workload {
-        Workload::Cpu => {
-            let cost = ctx.kernel.as_ref()?.median_ms / 1000.0;
-            (
-                "cpu",
-                efficiency::cpu_ceiling_rps(cell.workers, ctx.cores, cost),
-            )
-        }
-        Workload::Io => (
-            "io",
-            efficiency::io_ceiling_rps(cell.concurrency, f64::from(ctx.plan.io_ms) / 1000.0),
-        ),
-        Workload::Noop | Workload::Mixed => return None,
-    };
-    Some(Efficiency {
-        kind: kind.into(),
-        ceiling_rps: ceiling,
-        value: efficiency::efficiency(rps, ceiling)?,
-    })
 }
 
 #[cfg(test)]

@@ -1,39 +1,36 @@
-//! What a run writes: the output types (the schema of `run.json`), and the
-//! three files `run.json`, `cells.csv` and `summary.md` with the table that
-//! is also printed on the terminal.
+//! What `lab run` writes: the output types (the schema of `run.json`), and
+//! the three files `run.json`, `cells.csv` and `summary.md` with the table
+//! that is also printed on the terminal.
 //!
-//! These types are the published format and nothing else: the harness's
-//! working data lives in its own types and is converted at the edge, so the
-//! file format changes only on purpose (and then `SCHEMA_VERSION` changes).
+//! These types are the published format and nothing else: the measurement
+//! fills working data ([`super::measure::Measured`]), and
+//! [`super::figures`] turns it into a [`CellRecord`], so the file format
+//! changes only on purpose (and then `SCHEMA_VERSION` changes).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+use harness::loadgen::LoadSummary;
+use harness::procs;
+use harness::record::{
+    self, CellStatus, RunMeta, TableStyle, failed_row, mib, opt, render_table, to_json,
+};
+use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::ServerArgs;
-use crate::matrix::{Balance, DatasetLoad, Model, Profile, Workload};
-use crate::procs;
+use super::plan::{Profile, Workload};
 
 /// Bumped whenever a field of [`RunRecord`] changes meaning or goes away.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the run metadata is shared with every experiment (`dirty`, `build`
+/// moved there), and `model` is any server kind's name.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `run.json`.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct RunRecord {
     pub schema_version: u32,
-    pub name: String,
-    /// UTC, RFC 3339.
-    pub started_at: String,
-    /// False while the run goes on, and for good if it was interrupted.
-    pub complete: bool,
-    pub interrupted: bool,
-    pub machine: Machine,
-    /// `git rev-parse HEAD` of the working directory, `+dirty` appended
-    /// when it has uncommitted changes; absent outside a git checkout.
-    pub git_commit: Option<String>,
+    #[serde(flatten)]
+    pub meta: RunMeta,
     pub params: Params,
     /// The in-process timing of the `/cpu` kernel, if a cpu cell ran.
     pub cpu_kernel: Option<KernelCost>,
@@ -41,19 +38,9 @@ pub struct RunRecord {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Machine {
-    pub cpu_model: String,
-    pub logical_cores: usize,
-    pub physical_cores: Option<usize>,
-    pub memory_bytes: u64,
-    pub kernel: Option<String>,
-    pub os: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Params {
     pub profile: Profile,
-    pub models: Vec<Model>,
+    pub models: Vec<String>,
     pub workloads: Vec<Workload>,
     pub workers: Vec<u16>,
     /// Empty: each workload's default.
@@ -70,40 +57,6 @@ pub struct Params {
     pub servers: ServerParams,
 }
 
-/// Which servers ran, and how they were configured: the part of the
-/// parameters `lab run` and `lab crash` share.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct ServerParams {
-    /// The build profile of `lab` and of the servers it ran.
-    pub build: String,
-    pub server_dir: PathBuf,
-    /// prefork's `--balance`.
-    pub balance: Balance,
-    /// Every contract server's `--dataset-mb` (0: none).
-    #[serde(default)]
-    pub dataset_mb: usize,
-    /// prefork's `--dataset-load`.
-    #[serde(default)]
-    pub dataset_load: DatasetLoad,
-}
-
-impl ServerParams {
-    pub fn new(args: &ServerArgs, server_dir: PathBuf) -> ServerParams {
-        ServerParams {
-            build: if cfg!(debug_assertions) {
-                "debug"
-            } else {
-                "release"
-            }
-            .into(),
-            server_dir,
-            balance: args.balance,
-            dataset_mb: args.dataset_mb,
-            dataset_load: args.dataset_load,
-        }
-    }
-}
-
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct KernelCost {
     pub iters: u32,
@@ -112,16 +65,9 @@ pub struct KernelCost {
     pub runs_ms: Vec<f64>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum CellStatus {
-    Ok,
-    Failed,
-}
-
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct CellRecord {
-    pub model: Model,
+    pub model: String,
     pub workload: Workload,
     pub workers: u16,
     pub concurrency: u32,
@@ -140,42 +86,6 @@ pub struct CellRecord {
     pub left_running: Vec<i32>,
     /// Wall time of the whole cell, start to stop.
     pub wall_s: f64,
-}
-
-/// The load generator's view of the measured load.
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-pub struct LoadSummary {
-    /// How long the load ran.
-    pub duration_s: f64,
-    /// Responses with a 2xx status.
-    pub ok: u64,
-    /// Responses with any other status.
-    pub non_2xx: u64,
-    /// Successful responses per second: `ok / duration_s`.
-    pub rps: f64,
-    /// The load generator's own figure, which also counts errors and the
-    /// requests cut off at the deadline.
-    pub loadgen_rps: Option<f64>,
-    /// Share of requests answered (deadline cut-offs not counted).
-    pub success_rate: Option<f64>,
-    pub latency_ms: Latency,
-    pub bytes: u64,
-    pub status_codes: BTreeMap<String, u64>,
-    /// Client-side errors by message, e.g. refused connections. Requests cut
-    /// off by the end of the load appear as "aborted due to deadline".
-    pub errors: BTreeMap<String, u64>,
-}
-
-/// Response time percentiles, milliseconds; absent when nothing succeeded.
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-pub struct Latency {
-    pub mean: Option<f64>,
-    pub min: Option<f64>,
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p99: Option<f64>,
-    pub p99_9: Option<f64>,
-    pub max: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -227,21 +137,16 @@ pub struct Efficiency {
     pub value: f64,
 }
 
-/// Writes all three files, each through a temporary file and a rename, so
-/// an interrupted write never leaves a half file behind.
+/// Writes all three files, each through a temporary file and a rename.
 pub fn write_all(dir: &Path, run: &RunRecord) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let json = serde_json::to_string_pretty(run).map_err(std::io::Error::other)?;
-    write_atomically(&dir.join("run.json"), &(json + "\n"))?;
-    write_atomically(&dir.join("cells.csv"), &csv(&run.cells))?;
-    write_atomically(&dir.join("summary.md"), &summary_markdown(run))?;
-    Ok(())
-}
-
-fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path)
+    record::write_files(
+        dir,
+        &[
+            ("run.json".into(), to_json(run)?),
+            ("cells.csv".into(), csv(&run.cells)),
+            ("summary.md".into(), summary_markdown(run)),
+        ],
+    )
 }
 
 /// The table's columns, shared by the terminal, Markdown and (with more
@@ -263,24 +168,10 @@ const COLUMNS: [&str; 14] = [
     "efficiency",
 ];
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
-}
-
-fn opt(value: Option<f64>, decimals: usize) -> String {
-    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
-}
-
 /// Errors the reader should see: everything but the deadline cut-offs,
 /// which every duration-bound load has, plus non-2xx answers.
 fn error_count(load: &LoadSummary) -> u64 {
-    let client: u64 = load
-        .errors
-        .iter()
-        .filter(|(message, _)| !message.contains("deadline"))
-        .map(|(_, n)| n)
-        .sum();
-    client + load.non_2xx
+    load.client_errors() + load.non_2xx
 }
 
 /// One table row per cell, as text.
@@ -289,21 +180,13 @@ pub fn table_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
         .iter()
         .map(|cell| {
             let mut row = vec![
-                cell.model.to_string(),
+                cell.model.clone(),
                 cell.workload.to_string(),
                 cell.workers.to_string(),
                 cell.concurrency.to_string(),
             ];
             if cell.status == CellStatus::Failed {
-                let why = cell.error.as_deref().unwrap_or("failed");
-                let first = why.lines().next().unwrap_or(why);
-                // Keep the table narrow; the whole error is in run.json and
-                // under the table in summary.md.
-                let short: String = first.chars().take(40).collect();
-                let more = if short.len() < first.len() { "…" } else { "" };
-                row.push(format!("FAILED: {short}{more}"));
-                row.resize(COLUMNS.len(), String::new());
-                return row;
+                return failed_row(row, cell.error.as_deref(), COLUMNS.len());
             }
             let load = cell.load.clone().unwrap_or_default();
             row.push(format!("{:.0}", load.rps));
@@ -334,59 +217,20 @@ pub fn table_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn table(cells: &[CellRecord], preset: &str) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(preset)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(COLUMNS);
-    for row in table_rows(cells) {
-        table.add_row(row);
-    }
-    // Numbers read best right-aligned.
-    for index in 2..COLUMNS.len() {
-        if let Some(column) = table.column_mut(index) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    table
-}
-
-/// The table for a terminal.
-pub fn render_terminal(cells: &[CellRecord]) -> String {
-    table(cells, presets::UTF8_FULL_CONDENSED).to_string()
-}
-
-/// The same table in Markdown.
-pub fn render_markdown(cells: &[CellRecord]) -> String {
-    table(cells, presets::ASCII_MARKDOWN).to_string()
+/// The table for a terminal or for Markdown.
+pub fn render(cells: &[CellRecord], style: TableStyle) -> String {
+    // Numbers, from `workers` on, read best right-aligned.
+    render_table(&COLUMNS, table_rows(cells), 2, style)
 }
 
 fn summary_markdown(run: &RunRecord) -> String {
     let mut out = String::new();
-    let m = &run.machine;
-    let _ = writeln!(out, "# lab run `{}`\n", run.name);
+    let _ = writeln!(out, "# lab run `{}`\n", run.meta.name);
     let _ = writeln!(
         out,
-        "{} profile, {} build, started {}{}. {} ({} logical cores), {:.1} GiB, kernel {}, commit {}.\n",
-        match run.params.profile {
-            Profile::Default => "Default",
-            Profile::Quick => "Quick",
-        },
-        run.params.servers.build,
-        run.started_at,
-        if run.interrupted {
-            ", **interrupted**"
-        } else if !run.complete {
-            ", **still running**"
-        } else {
-            ""
-        },
-        m.cpu_model,
-        m.logical_cores,
-        m.memory_bytes as f64 / (1024.0 * 1024.0 * 1024.0),
-        m.kernel.as_deref().unwrap_or("?"),
-        run.git_commit.as_deref().unwrap_or("unknown"),
+        "{} profile. {}\n",
+        run.params.profile.name(),
+        run.meta.describe()
     );
     let _ = writeln!(
         out,
@@ -409,7 +253,7 @@ fn summary_markdown(run: &RunRecord) -> String {
             run.params.servers.dataset_load.name(),
         );
     }
-    out.push_str(&render_markdown(&run.cells));
+    out.push_str(&render(&run.cells, TableStyle::Markdown));
     out.push_str(
         "\n\nrps counts 2xx responses only. errors: non-2xx answers and client errors, not \
          counting requests cut off when the load's time ran out. Memory is summed over the \
@@ -445,7 +289,7 @@ pub fn csv(cells: &[CellRecord]) -> String {
     for cell in cells {
         let load = cell.load.clone().unwrap_or_default();
         let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-        let client_errors: u64 = load.errors.values().sum();
+        let client_errors = load.client_errors();
         let (idle, peak) = cell
             .memory
             .as_ref()
@@ -453,7 +297,7 @@ pub fn csv(cells: &[CellRecord]) -> String {
         let mem =
             |m: Option<MemoryBytes>, f: fn(MemoryBytes) -> u64| m.map(f).map(|v| v.to_string());
         let fields: Vec<String> = vec![
-            cell.model.to_string(),
+            cell.model.clone(),
             cell.workload.to_string(),
             cell.workers.to_string(),
             cell.concurrency.to_string(),
@@ -506,10 +350,11 @@ fn csv_field(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use harness::loadgen::Latency;
 
     fn ok_cell() -> CellRecord {
         CellRecord {
-            model: Model::Prefork,
+            model: "prefork".into(),
             workload: Workload::Cpu,
             workers: 2,
             concurrency: 16,
@@ -566,7 +411,7 @@ mod tests {
 
     fn failed_cell() -> CellRecord {
         CellRecord {
-            model: Model::Threadpool,
+            model: "threadpool".into(),
             workload: Workload::Io,
             status: CellStatus::Failed,
             error: Some("server did not start, in 15s\ncaused by: x, y".into()),
@@ -605,22 +450,16 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_row_says_why_in_one_line() {
+    fn a_failed_row_keeps_the_table_width() {
         let rows = table_rows(&[failed_cell()]);
         assert_eq!(rows[0].len(), COLUMNS.len());
         assert_eq!(rows[0][4], "FAILED: server did not start, in 15s");
-        let mut long = failed_cell();
-        long.error = Some("x".repeat(100));
-        assert_eq!(
-            table_rows(&[long])[0][4],
-            format!("FAILED: {}…", "x".repeat(40))
-        );
     }
 
     #[test]
     fn markdown_and_terminal_tables_hold_every_row() {
         let cells = [ok_cell(), failed_cell()];
-        let md = render_markdown(&cells);
+        let md = render(&cells, TableStyle::Markdown);
         let lines: Vec<&str> = md.lines().collect();
         // Header, separator, two rows.
         assert_eq!(lines.len(), 4, "{md}");
@@ -628,7 +467,7 @@ mod tests {
         assert!(lines[1].starts_with("|-"));
         assert!(lines[2].contains("| prefork") && lines[2].contains("80% (cpu)"));
         assert!(lines[3].contains("FAILED: server did not start"));
-        let term = render_terminal(&cells);
+        let term = render(&cells, TableStyle::Terminal);
         assert!(term.contains("prefork") && term.contains("threadpool"));
         assert!(term.contains("PSS idle MiB"));
     }
@@ -645,24 +484,13 @@ mod tests {
 
     #[test]
     fn run_record_round_trips_through_json() {
+        let machine = harness::session::machine();
         let run = RunRecord {
             schema_version: SCHEMA_VERSION,
-            name: "t".into(),
-            started_at: "2025-01-01T00:00:00Z".into(),
-            complete: true,
-            interrupted: false,
-            machine: Machine {
-                cpu_model: "cpu".into(),
-                logical_cores: 2,
-                physical_cores: Some(1),
-                memory_bytes: 1 << 30,
-                kernel: None,
-                os: None,
-            },
-            git_commit: None,
+            meta: RunMeta::new("t", None, machine),
             params: Params {
                 profile: Profile::Quick,
-                models: vec![Model::Prefork],
+                models: vec!["prefork".into()],
                 workloads: vec![Workload::Cpu],
                 workers: vec![2],
                 concurrency: vec![],
@@ -674,7 +502,13 @@ mod tests {
                 ready_timeout_s: 15.0,
                 grace_ms: 2000,
                 sample_interval_ms: 100,
-                servers: ServerParams::new(&ServerArgs::default(), "/x".into()),
+                servers: ServerParams {
+                    server_dir: "/x".into(),
+                    balance: Default::default(),
+                    dataset_mb: 0,
+                    dataset_load: Default::default(),
+                    templates: Default::default(),
+                },
             },
             cpu_kernel: None,
             cells: vec![ok_cell(), failed_cell()],

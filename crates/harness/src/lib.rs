@@ -1,0 +1,45 @@
+//! The lab's core: what every experiment shares, and nothing about any one
+//! experiment or about the command line (this crate does not depend on
+//! clap; experiments hand it plain settings).
+//!
+//! The tour, in the order an experiment uses it:
+//!
+//! - [`session`]: open `results/<name>/`, stamp the commit (and `+dirty`)
+//!   and the machine, watch for Ctrl-C.
+//! - [`servers`]: server kinds by name (the built-in binaries and
+//!   `--server` command templates), and the [`servers::Server`] guard that
+//!   starts one in its own process group, waits until it is ready, stops it
+//!   and kills the group if dropped.
+//! - [`loadgen`] (a crate of its own, re-exported): oha in a child process.
+//! - [`capacity`]: measure a server's capacity, offer a share of it.
+//! - [`procs`]: memory (PSS/USS/RSS) and CPU time of a server's processes.
+//! - [`probe`]: the harness's own requests, `/stats` as the contract's type.
+//! - [`kernel`]: the `/cpu` kernel timed in-process, and the ceilings a
+//!   cell is measured against.
+//! - [`timeline`]: per-window counts, baseline and recovery.
+//! - [`record`]: the metadata every result file carries, atomic writes,
+//!   tables. [`chart`]: SVG line charts.
+
+pub mod capacity;
+pub mod chart;
+pub mod kernel;
+pub mod probe;
+pub mod procs;
+pub mod record;
+pub mod servers;
+pub mod session;
+pub mod timeline;
+
+pub use loadgen;
+
+impl session::Session {
+    /// Starts the load generator for `spec`; its files go in the session's
+    /// scratch folder under `tag`.
+    pub fn load(
+        &self,
+        spec: &loadgen::LoadSpec,
+        tag: &str,
+    ) -> Result<loadgen::Loadgen, loadgen::LoadgenError> {
+        loadgen::Loadgen::spawn(&self.lab_exe, spec, &self.work_dir, tag)
+    }
+}

@@ -1,0 +1,330 @@
+//! A server's processes, their memory and their CPU time, read from `/proc`.
+//!
+//! A prefork server is a master and N workers; a threadpool server is one
+//! process. Summing over all of them makes the two comparable. "All of
+//! them" is the server's process group (the harness starts every server as
+//! the leader of a new group): unlike the tree below the server's pid, the
+//! group still holds a worker whose master died. The
+//! reading (`/proc`) and the arithmetic (pure functions) are kept apart so
+//! the arithmetic can be tested without processes.
+//!
+//! Why PSS: a page shared by N processes counts fully in each one's RSS, so
+//! RSS summed over prefork's workers counts shared pages N times. PSS charges
+//! each process 1/N of a shared page, so the sum over the tree is what the
+//! tree really costs. USS (private pages only) is what killing one process
+//! would free.
+
+use std::collections::HashMap;
+use std::ops::Add;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Memory of one process or, summed, of a tree. Bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub rss: u64,
+    pub pss: u64,
+    pub uss: u64,
+}
+
+impl Add for Memory {
+    type Output = Memory;
+    fn add(self, other: Memory) -> Memory {
+        Memory {
+            rss: self.rss + other.rss,
+            pss: self.pss + other.pss,
+            uss: self.uss + other.uss,
+        }
+    }
+}
+
+impl Memory {
+    /// Each field's maximum: the peaks of RSS and PSS need not fall on the
+    /// same sample, and each is reported as its own peak.
+    pub fn max_each(self, other: Memory) -> Memory {
+        Memory {
+            rss: self.rss.max(other.rss),
+            pss: self.pss.max(other.pss),
+            uss: self.uss.max(other.uss),
+        }
+    }
+
+    /// From the `Key: bytes` pairs of one `smaps_rollup`.
+    pub fn from_rollup(fields: &HashMap<String, u64>) -> Memory {
+        let get = |key: &str| fields.get(key).copied().unwrap_or(0);
+        Memory {
+            rss: get("Rss"),
+            pss: get("Pss"),
+            uss: get("Private_Clean") + get("Private_Dirty"),
+        }
+    }
+}
+
+/// One line of the process table: who is whose parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcEntry {
+    pub pid: i32,
+    pub ppid: i32,
+    /// The process group it belongs to.
+    pub pgrp: i32,
+    /// Clock ticks since boot at which the process started. With the pid it
+    /// names a process uniquely, even after the pid is reused.
+    pub start: u64,
+}
+
+/// Every process of group `pgid`, its leader first when it is alive.
+pub fn group(pgid: i32, table: &[ProcEntry]) -> Vec<ProcEntry> {
+    let mut members: Vec<ProcEntry> = table.iter().filter(|e| e.pgrp == pgid).copied().collect();
+    members.sort_by_key(|e| e.pid != pgid);
+    members
+}
+
+/// Sums memory over a tree. A process that vanished between listing and
+/// reading (`None`) contributes nothing rather than failing the sample.
+pub fn sum_memory(per_process: impl IntoIterator<Item = Option<Memory>>) -> Memory {
+    per_process
+        .into_iter()
+        .flatten()
+        .fold(Memory::default(), Add::add)
+}
+
+/// Every process on the machine. Processes that vanish while the table is
+/// read are skipped; zombies are skipped too, since they hold no memory and
+/// are not "left running".
+pub fn process_table() -> Vec<ProcEntry> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.filter_map(|p| p.ok()?.stat().ok())
+        .filter(|stat| stat.state != 'Z' && stat.state != 'X')
+        .map(|stat| ProcEntry {
+            pid: stat.pid,
+            ppid: stat.ppid,
+            pgrp: stat.pgrp,
+            start: stat.starttime,
+        })
+        .collect()
+}
+
+/// One process's memory, from `/proc/PID/smaps_rollup`.
+pub fn read_memory(pid: i32) -> Option<Memory> {
+    let rollup = procfs::process::Process::new(pid)
+        .ok()?
+        .smaps_rollup()
+        .ok()?;
+    let map = rollup.memory_map_rollup.0.first()?;
+    Some(Memory::from_rollup(&map.extension.map))
+}
+
+/// One process's user + system CPU seconds, all threads included.
+pub fn cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// A server's processes at one instant.
+#[derive(Clone, Debug, Default)]
+pub struct TreeSample {
+    pub processes: Vec<ProcEntry>,
+    pub memory: Memory,
+    pub cpu_seconds: f64,
+}
+
+/// Reads process group `pgid` now.
+pub fn sample_group(pgid: i32) -> TreeSample {
+    let processes = group(pgid, &process_table());
+    let memory = sum_memory(processes.iter().map(|p| read_memory(p.pid)));
+    let cpu_seconds = processes.iter().filter_map(|p| cpu_seconds(p.pid)).sum();
+    TreeSample {
+        processes,
+        memory,
+        cpu_seconds,
+    }
+}
+
+/// Which of `processes` still run (same pid and start time, not a zombie).
+pub fn still_running(processes: &[ProcEntry]) -> Vec<ProcEntry> {
+    let table = process_table();
+    processes
+        .iter()
+        .filter(|p| table.iter().any(|t| t.pid == p.pid && t.start == p.start))
+        .copied()
+        .collect()
+}
+
+/// What the background sampler saw.
+#[derive(Clone, Debug, Default)]
+pub struct Sampled {
+    pub samples: u32,
+    pub peak: Memory,
+    /// The most processes the tree had at once.
+    pub max_processes: usize,
+    /// Every process seen in the tree, to check none outlives the server.
+    pub seen: Vec<ProcEntry>,
+}
+
+/// Samples a process group on a thread every `interval` until stopped.
+#[derive(Debug)]
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Sampled>>,
+}
+
+impl Sampler {
+    pub fn start(pgid: i32, interval: Duration) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut sampled = Sampled::default();
+            while !flag.load(Ordering::Relaxed) {
+                let sample = sample_group(pgid);
+                if !sample.processes.is_empty() {
+                    sampled.samples += 1;
+                    sampled.peak = sampled.peak.max_each(sample.memory);
+                    sampled.max_processes = sampled.max_processes.max(sample.processes.len());
+                    for p in sample.processes {
+                        if !sampled.seen.contains(&p) {
+                            sampled.seen.push(p);
+                        }
+                    }
+                }
+                std::thread::sleep(interval);
+            }
+            sampled
+        });
+        Sampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn stop(mut self) -> Sampled {
+        self.stop.store(true, Ordering::Relaxed);
+        // The thread only reads /proc; if it panicked, report nothing seen.
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sampler {
+    /// A cell that fails half-way drops its sampler: stop the thread too.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: i32, ppid: i32, pgrp: i32) -> ProcEntry {
+        ProcEntry {
+            pid,
+            ppid,
+            pgrp,
+            start: pid as u64,
+        }
+    }
+
+    #[test]
+    fn a_group_holds_re_parented_workers_and_nothing_else() {
+        // 10 is the server (group 10) with worker 11; worker 12 was
+        // re-parented to init (1) but is still in group 10; 20 is an
+        // unrelated process with its own group, 21 a child of 10 that moved
+        // to a group of its own.
+        let table = [
+            entry(1, 0, 1),
+            entry(12, 1, 10),
+            entry(10, 1, 10),
+            entry(11, 10, 10),
+            entry(20, 1, 20),
+            entry(21, 10, 21),
+        ];
+        let pids: Vec<i32> = group(10, &table).iter().map(|e| e.pid).collect();
+        assert_eq!(pids, [10, 12, 11]);
+        assert!(group(99, &table).is_empty());
+    }
+
+    #[test]
+    fn memory_sums_over_a_tree_and_skips_vanished_processes() {
+        let master = Memory {
+            rss: 10,
+            pss: 4,
+            uss: 2,
+        };
+        let worker = Memory {
+            rss: 100,
+            pss: 40,
+            uss: 20,
+        };
+        let sum = sum_memory([Some(master), Some(worker), None, Some(worker)]);
+        assert_eq!(
+            sum,
+            Memory {
+                rss: 210,
+                pss: 84,
+                uss: 42
+            }
+        );
+        assert_eq!(sum_memory([]), Memory::default());
+    }
+
+    #[test]
+    fn peaks_are_kept_per_field() {
+        let a = Memory {
+            rss: 5,
+            pss: 1,
+            uss: 9,
+        };
+        let b = Memory {
+            rss: 3,
+            pss: 7,
+            uss: 2,
+        };
+        assert_eq!(
+            a.max_each(b),
+            Memory {
+                rss: 5,
+                pss: 7,
+                uss: 9
+            }
+        );
+    }
+
+    #[test]
+    fn rollup_fields_map_to_rss_pss_uss() {
+        let fields: HashMap<String, u64> = [
+            ("Rss", 1000),
+            ("Pss", 600),
+            ("Private_Clean", 100),
+            ("Private_Dirty", 200),
+            ("Shared_Clean", 700),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(
+            Memory::from_rollup(&fields),
+            Memory {
+                rss: 1000,
+                pss: 600,
+                uss: 300
+            }
+        );
+    }
+
+    #[test]
+    fn this_process_group_has_memory() {
+        let me = std::process::id() as i32;
+        let memory = read_memory(me).expect("smaps_rollup of this process");
+        assert!(memory.pss > 0 && memory.rss >= memory.pss);
+        let pgid = nix::unistd::getpgrp().as_raw();
+        let sample = sample_group(pgid);
+        assert!(sample.processes.iter().any(|p| p.pid == me));
+        assert!(sample.memory.pss > 0);
+    }
+}

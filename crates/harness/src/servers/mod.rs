@@ -1,0 +1,297 @@
+//! Server kinds and running servers.
+//!
+//! - [`registry`]: the kinds by name: the built-in binaries and `--server`
+//!   command templates.
+//! - [`process`]: the [`Server`] guard: start in a process group, wait for
+//!   ready, stop, kill the group on drop.
+//! - This module: where the built-in binaries come from (built by the cargo
+//!   that runs `lab`, in its profile, so a fresh clone needs nothing but
+//!   `cargo run --release -p lab -- run`), and [`Servers::start`], which
+//!   turns a kind and a start request into a running server.
+
+pub mod process;
+pub mod registry;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use service::contract::{Balance, DatasetLoad};
+
+pub use process::{Server, ServerError, StartFailure, StderrTail};
+pub use registry::{Launch, Registry, ServerKind, ServerOptions, Template, TemplateError};
+
+/// How the servers of a run were found and configured, as result files
+/// record it.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ServerParams {
+    /// Where the built-in binaries came from.
+    pub server_dir: PathBuf,
+    /// prefork's `--balance`.
+    pub balance: Balance,
+    /// Every contract server's `--dataset-mb` (0: none).
+    pub dataset_mb: usize,
+    /// prefork's `--dataset-load`.
+    pub dataset_load: DatasetLoad,
+    /// The `--server` templates, by name, as given.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub templates: BTreeMap<String, Vec<String>>,
+}
+
+/// One server to start.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    pub workers: u16,
+    pub grace_ms: u64,
+    /// Contract flags for this experiment (`--allow-crash`, ...): given to
+    /// contract servers only; a template gets what it says.
+    pub contract_flags: Vec<String>,
+    /// Environment on top of ours.
+    pub env: Vec<(String, String)>,
+}
+
+/// Where the servers come from, and how they are configured.
+#[derive(Debug)]
+pub struct Servers {
+    pub registry: Registry,
+    pub options: ServerOptions,
+    /// The folder with the built-in binaries.
+    pub dir: PathBuf,
+    pub ready_timeout: Duration,
+    /// Kinds that cannot run here, with the reason: their cells fail with it.
+    unavailable: HashMap<String, String>,
+}
+
+impl Servers {
+    /// Prepares `kinds`: builds the built-in ones with cargo when cargo runs
+    /// us and no `server_dir` is given, and checks each can be started.
+    /// A template whose program is not there is dropped from `kinds` with
+    /// one clear line, and the run goes on without it.
+    pub fn prepare(
+        registry: Registry,
+        kinds: &mut Vec<ServerKind>,
+        options: ServerOptions,
+        server_dir: Option<PathBuf>,
+        ready_timeout: Duration,
+    ) -> std::io::Result<Servers> {
+        let mut unavailable = HashMap::new();
+        kinds.retain(|kind| match &kind.launch {
+            Launch::Command(template) if template.program().is_none() => {
+                tracing::warn!(
+                    "skipping server `{}`: `{}` is not there (not found on PATH or not a file)",
+                    kind.name,
+                    template.argv[0]
+                );
+                false
+            }
+            _ => true,
+        });
+        let binaries: Vec<&str> = kinds
+            .iter()
+            .filter_map(|k| match k.launch {
+                Launch::Builtin { binary } => Some(binary),
+                Launch::Command(_) => None,
+            })
+            .collect();
+        let dir = match server_dir {
+            Some(dir) => dir,
+            None => {
+                build_servers(&binaries, &mut unavailable);
+                own_dir()?
+            }
+        };
+        for binary in binaries {
+            if !unavailable.contains_key(binary)
+                && let Err(e) = locate(&dir, binary)
+            {
+                tracing::warn!("{e}; its cells will fail");
+            }
+        }
+        Ok(Servers {
+            registry,
+            options,
+            dir,
+            ready_timeout,
+            unavailable,
+        })
+    }
+
+    /// What the result files record about the servers.
+    pub fn params(&self) -> ServerParams {
+        ServerParams {
+            server_dir: self.dir.clone(),
+            balance: self.options.balance,
+            dataset_mb: self.options.dataset_mb,
+            dataset_load: self.options.dataset_load,
+            templates: self
+                .registry
+                .kinds()
+                .iter()
+                .filter_map(|k| match &k.launch {
+                    Launch::Command(t) => Some((k.name.clone(), t.argv.clone())),
+                    Launch::Builtin { .. } => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Starts one server of `kind` on a free port of 127.0.0.1.
+    pub fn start(&self, kind: &ServerKind, request: &StartRequest) -> Result<Server, StartFailure> {
+        let fail = |error| StartFailure {
+            error,
+            stderr: Vec::new(),
+        };
+        if let Some(why) = self.unavailable.get(&kind.name) {
+            return Err(fail(ServerError::Spawn {
+                program: kind.name.clone(),
+                source: std::io::Error::other(why.clone()),
+            }));
+        }
+        let env = request.env.clone();
+        let launch = match &kind.launch {
+            Launch::Builtin { binary } => {
+                let mut args: Vec<String> = vec![
+                    "--listen".into(),
+                    "127.0.0.1:0".into(),
+                    "--workers".into(),
+                    request.workers.to_string(),
+                    "--grace-ms".into(),
+                    request.grace_ms.to_string(),
+                ];
+                if kind.contract {
+                    args.extend(request.contract_flags.iter().cloned());
+                }
+                args.extend(kind.flags(&self.options));
+                process::Launch {
+                    program: locate(&self.dir, binary).map_err(fail)?,
+                    args,
+                    env,
+                    told_addr: None,
+                    ready_timeout: self.ready_timeout,
+                }
+            }
+            Launch::Command(template) => {
+                let host = std::net::Ipv4Addr::LOCALHOST;
+                let told_addr = if template.takes_address() {
+                    let port = process::free_port(host.into()).map_err(fail)?;
+                    Some(std::net::SocketAddr::from((host, port)))
+                } else {
+                    None
+                };
+                let mut argv = template
+                    .expand(
+                        &host.to_string(),
+                        told_addr.map_or(0, |a| a.port()),
+                        request.workers,
+                    )
+                    .into_iter();
+                let program = PathBuf::from(argv.next().unwrap_or_default());
+                process::Launch {
+                    program,
+                    args: argv.collect(),
+                    env,
+                    told_addr,
+                    ready_timeout: self.ready_timeout,
+                }
+            }
+        };
+        Server::start(launch)
+    }
+}
+
+/// `"--release "` when this harness is a release build, else `""`.
+fn profile_flag() -> &'static str {
+    if cfg!(debug_assertions) {
+        ""
+    } else {
+        "--release "
+    }
+}
+
+/// The folder this executable is in.
+fn own_dir() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// Where `binary` is in `dir`, if it is there.
+fn locate(dir: &Path, binary: &str) -> Result<PathBuf, ServerError> {
+    let path = dir.join(binary);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ServerError::Missing {
+            binary: binary.to_owned(),
+            dir: dir.to_owned(),
+            profile: profile_flag(),
+        })
+    }
+}
+
+/// Builds `binaries` with the cargo that runs us (`CARGO` is set), in our
+/// profile. If the combined build fails, each is built alone, so one broken
+/// crate does not take the others' cells down with it; what still fails is
+/// recorded in `unavailable`.
+fn build_servers(binaries: &[&str], unavailable: &mut HashMap<String, String>) {
+    if binaries.is_empty() || cargo_build(binaries).is_ok() {
+        return;
+    }
+    for &binary in binaries {
+        if let Err(e) = cargo_build(&[binary]) {
+            tracing::warn!("{e}");
+            unavailable.insert(binary.to_owned(), format!("building {binary} failed: {e}"));
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{command}` failed ({status}):\n{stderr}")]
+struct BuildError {
+    command: String,
+    status: String,
+    stderr: String,
+}
+
+fn cargo_build(binaries: &[&str]) -> Result<(), BuildError> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let mut command = Command::new(&cargo);
+    command.arg("build").arg("--quiet");
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    // The workspace this harness was compiled from, whatever the current
+    // folder is.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    if manifest.exists() {
+        command.arg("--manifest-path").arg(&manifest);
+    }
+    for binary in binaries {
+        command.arg("-p").arg(binary);
+    }
+    let shown = format!("{command:?}");
+    tracing::info!(command = %shown, "building the servers");
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| BuildError {
+            command: shown.clone(),
+            status: "not started".into(),
+            stderr: e.to_string(),
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    Err(BuildError {
+        command: shown,
+        status: output.status.to_string(),
+        stderr: lines[lines.len().saturating_sub(30)..].join("\n"),
+    })
+}

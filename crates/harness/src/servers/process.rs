@@ -1,0 +1,319 @@
+//! A running server: started in a process group of its own, ready when it
+//! says so (or when it answers, for a server that does not speak the
+//! contract), stopped with SIGTERM, and killed as a whole group if dropped.
+//!
+//! Why a process group: a server's workers are its children, but a worker
+//! whose master died is re-parented and no longer under it; the group keeps
+//! them together, so the guard kills and measures all of them.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use service::contract::Ready;
+
+use crate::probe;
+use crate::procs::{self, ProcEntry};
+
+/// How many of a server's last stderr lines are kept for error reports.
+const STDERR_LINES: usize = 40;
+/// How often a server without a ready line is asked whether it answers.
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "no `{binary}` binary in {dir}: build it with `cargo build {profile}-p {binary}`, \
+         or point --server-dir at a folder that has it"
+    )]
+    Missing {
+        binary: String,
+        dir: PathBuf,
+        profile: &'static str,
+    },
+    #[error("cannot start `{program}`")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server was not ready within {0:?} (no ready line, and nothing answered)")]
+    ReadyTimeout(Duration),
+    #[error("the server exited ({status}) before it was ready")]
+    ExitedEarly { status: String },
+    #[error("the server's ready line is not the contract's: {line}")]
+    BadReadyLine { line: String },
+    #[error("cannot find a free port")]
+    Port(#[source] std::io::Error),
+    #[error("the server died during the cell ({status})")]
+    Died { status: String },
+    #[error("the server did not exit within {0:?} of SIGTERM; killed")]
+    StopTimeout(Duration),
+    #[error("cannot signal or wait for the server")]
+    Os(#[source] std::io::Error),
+}
+
+/// What to run and how to know it is ready.
+#[derive(Debug)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Where it was told to listen, if the harness chose: then answering
+    /// HTTP there counts as ready too. `None`: only the ready line does.
+    pub told_addr: Option<SocketAddr>,
+    pub ready_timeout: Duration,
+}
+
+/// The last lines a process wrote to stderr, filled by a reader thread.
+#[derive(Clone, Debug, Default)]
+pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|lines| lines.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn push(&self, line: String) {
+        if let Ok(mut lines) = self.0.lock() {
+            if lines.len() == STDERR_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+    }
+}
+
+/// A failure to start, with what the server said on stderr.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub error: ServerError,
+    pub stderr: Vec<String>,
+}
+
+/// A running server. Dropping it kills its whole process group.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its ready line, if it printed one (every contract server does).
+    pub ready: Option<Ready>,
+    pub stderr: StderrTail,
+    reaped: bool,
+}
+
+impl Server {
+    /// Starts `launch` in a new process group and waits until it is ready.
+    pub fn start(launch: Launch) -> Result<Server, StartFailure> {
+        let stderr = StderrTail::default();
+        let fail = |error, stderr: &StderrTail| StartFailure {
+            error,
+            stderr: stderr.lines(),
+        };
+        let mut child = Command::new(&launch.program)
+            .args(&launch.args)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| {
+                fail(
+                    ServerError::Spawn {
+                        program: launch.program.display().to_string(),
+                        source,
+                    },
+                    &stderr,
+                )
+            })?;
+        if let Some(pipe) = child.stderr.take() {
+            let tail = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    tail.push(line);
+                }
+            });
+        }
+        // stdout carries the ready line and nothing else; keep reading it to
+        // the end anyway, so a misbehaving server cannot block on a full pipe.
+        let (lines_tx, lines_rx) = mpsc::channel();
+        if let Some(pipe) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = lines_tx.send(line);
+                }
+            });
+        }
+        // From here on the guard owns the child: any early return kills it.
+        let mut server = Server {
+            child,
+            addr: launch
+                .told_addr
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ready: None,
+            stderr,
+            reaped: false,
+        };
+        let deadline = Instant::now() + launch.ready_timeout;
+        let mut stdout_open = true;
+        loop {
+            if stdout_open {
+                match lines_rx.try_recv() {
+                    Ok(line) => match serde_json::from_str::<Ready>(&line) {
+                        Ok(ready) => {
+                            server.addr = ready.addr;
+                            server.ready = Some(ready);
+                            return Ok(server);
+                        }
+                        Err(_) if launch.told_addr.is_none() => {
+                            return Err(fail(ServerError::BadReadyLine { line }, &server.stderr));
+                        }
+                        // A foreign server may print anything.
+                        Err(_) => continue,
+                    },
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => stdout_open = false,
+                }
+            }
+            if let Some(status) = server.exited() {
+                // Give the stderr reader a moment to catch the last words.
+                std::thread::sleep(Duration::from_millis(50));
+                return Err(fail(
+                    ServerError::ExitedEarly {
+                        status: status.to_string(),
+                    },
+                    &server.stderr,
+                ));
+            }
+            if let Some(addr) = launch.told_addr
+                && answers(addr)
+            {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(fail(
+                    ServerError::ReadyTimeout(launch.ready_timeout),
+                    &server.stderr,
+                ));
+            }
+            std::thread::sleep(if launch.told_addr.is_some() {
+                POLL
+            } else {
+                Duration::from_millis(5)
+            });
+        }
+    }
+
+    /// The pid of the process started: the group's leader and id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// `Err` if the server has exited.
+    pub fn check_alive(&mut self) -> Result<(), ServerError> {
+        match self.exited() {
+            None => Ok(()),
+            Some(status) => Err(ServerError::Died {
+                status: status.to_string(),
+            }),
+        }
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.reaped = true;
+                Some(status)
+            }
+            _ => None,
+        }
+    }
+
+    fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every process in the server's group now.
+    pub fn processes(&self) -> Vec<ProcEntry> {
+        procs::group(self.pid(), &procs::process_table())
+    }
+
+    /// SIGTERM to the server (the contract has it stop its workers), then
+    /// wait up to `timeout` for it to exit. Returns the exit code (`None`:
+    /// killed by a signal) and the processes of its group still running a
+    /// moment after it exited.
+    pub fn stop(mut self, timeout: Duration) -> Result<(Option<i32>, Vec<ProcEntry>), ServerError> {
+        // A reaped pid may already belong to another process: only signal
+        // a server whose exit we have not collected.
+        if self.reaped {
+            return Err(ServerError::Died {
+                status: "exited before it was stopped".into(),
+            });
+        }
+        kill(Pid::from_raw(self.pid()), Signal::SIGTERM).map_err(|e| ServerError::Os(e.into()))?;
+        let status = self
+            .wait_for_exit(timeout)
+            .ok_or(ServerError::StopTimeout(timeout))?;
+        // Workers notice their parent's death on their own; allow them a
+        // moment before counting them as left behind.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut left = self.processes();
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            left = self.processes();
+        }
+        Ok((status.code(), left))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.reaped = true;
+        }
+        // The group id stays reserved while any member lives, so signalling
+        // it while it has members cannot reach a stranger; with none left
+        // there is nothing to do.
+        if !self.processes().is_empty() {
+            let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Whether something answers HTTP at `addr`: `/health`, else `/`.
+fn answers(addr: SocketAddr) -> bool {
+    let timeout = Duration::from_millis(500);
+    ["/health", "/"].iter().any(|path| {
+        probe::request(addr, "GET", path, timeout).is_ok_and(|a| (200..300).contains(&a.status))
+    })
+}
+
+/// A port that was free a moment ago, for a server that must be told one.
+pub fn free_port(host: std::net::IpAddr) -> Result<u16, ServerError> {
+    let listener = std::net::TcpListener::bind((host, 0)).map_err(ServerError::Port)?;
+    Ok(listener.local_addr().map_err(ServerError::Port)?.port())
+}

@@ -1,0 +1,285 @@
+//! One fault run, measured: capacity, a steady load, `/stats`, the fault,
+//! the watch for a replacement, the state after. What it saw is working
+//! data ([`Observed`]); [`super::figures`] turns it into the record.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use harness::capacity;
+use harness::loadgen::{LoadOutcome, LoadSpec, LoadgenError, monotonic_ns};
+use harness::probe::{self, StatsRead};
+use harness::record::chain;
+use harness::servers::{Server, ServerError, ServerKind, Servers, StartRequest};
+use harness::session::Session;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{Fault, Settings};
+
+/// The servers' `--grace-ms` when stopped at the end.
+const GRACE_MS: u64 = 1_000;
+/// The servers' environment on top of ours. Without it a caller's
+/// `RUST_BACKTRACE=1` makes every panic print a symbolised backtrace first,
+/// which freezes a prefork worker for about 100 ms before it exits and fails
+/// every request queued on it meanwhile: a figure about the shell, not the
+/// model.
+const SERVER_ENV: (&str, &str) = ("RUST_BACKTRACE", "0");
+/// How often `/stats` is polled for the replacement after the fault.
+const POLL: Duration = Duration::from_millis(20);
+/// Timeout of one `/stats` read: one read may land on a hung worker.
+const STATS_TIMEOUT: Duration = Duration::from_millis(250);
+/// The gap between the two reads that measure how fast a lost thread
+/// still burns CPU.
+pub const BURN_GAP: Duration = Duration::from_millis(500);
+
+/// What a fault run saw, as far as it got. Instants are nanoseconds on
+/// `CLOCK_MONOTONIC`; `zero_ns` is oha's start.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub capacity_rps: Option<f64>,
+    pub rate_rps: Option<f64>,
+    pub zero_ns: Option<u64>,
+    /// The load's length, seconds.
+    pub span_s: f64,
+    /// `/stats` just before the fault; `None` from a server without it.
+    pub before: Option<(u64, StatsRead)>,
+    pub fault_ns: Option<u64>,
+    /// The slot SIGKILLed from outside.
+    pub killed_slot: Option<usize>,
+    /// When `/stats` first showed a restarted slot ready, and which.
+    pub replaced: Option<(u64, usize)>,
+    /// `/stats` at the end (or the last read that worked).
+    pub after: Option<StatsRead>,
+    /// Pids of `after`'s workers still alive then.
+    pub alive_pids: Vec<u32>,
+    /// A read [`BURN_GAP`] after `after`, when threads were lost.
+    pub later: Option<StatsRead>,
+    pub survived: bool,
+    /// How the `/crash` request went: a status code, or `no answer (...)`.
+    pub crash_answer: Option<String>,
+    pub load: Option<LoadOutcome>,
+    pub exit_code: Option<i32>,
+    pub left_running: Vec<i32>,
+    pub error: Option<String>,
+    pub stderr_tail: Vec<String>,
+}
+
+/// What a fault run needs besides the (kind, fault).
+#[derive(Debug)]
+pub struct Setup<'a> {
+    pub session: &'a Session,
+    pub servers: &'a Servers,
+    pub settings: &'a Settings,
+    pub cpu_iters: u32,
+}
+
+/// What stopped a fault run.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Loadgen(#[from] LoadgenError),
+    #[error("{0}")]
+    Message(String),
+}
+
+/// One (kind, fault); `None` if interrupted (its numbers would be cut short).
+pub fn fault(setup: &Setup, kind: &ServerKind, fault: Fault) -> Option<Observed> {
+    let mut observed = Observed::default();
+    let result = measure(setup, kind, fault, &mut observed);
+    if setup.session.is_interrupted() {
+        return None;
+    }
+    if let Err(failure) = result {
+        observed.error = Some(chain(&failure));
+    }
+    Some(observed)
+}
+
+fn sleep_until_ns(at_ns: u64) {
+    let now = monotonic_ns();
+    if at_ns > now {
+        std::thread::sleep(Duration::from_nanos(at_ns - now));
+    }
+}
+
+fn measure(
+    setup: &Setup,
+    kind: &ServerKind,
+    fault: Fault,
+    out: &mut Observed,
+) -> Result<(), Failure> {
+    let settings = setup.settings;
+    let request = StartRequest {
+        workers: settings.workers,
+        grace_ms: GRACE_MS,
+        contract_flags: vec![
+            "--allow-crash".into(),
+            "--worker-timeout-ms".into(),
+            settings.worker_timeout_ms.to_string(),
+        ],
+        env: vec![(SERVER_ENV.0.into(), SERVER_ENV.1.into())],
+    };
+    let mut server = match setup.servers.start(kind, &request) {
+        Ok(server) => server,
+        Err(failure) => {
+            out.stderr_tail = failure.stderr;
+            return Err(failure.error.into());
+        }
+    };
+    let result = load_and_inject(setup, kind, fault, &mut server, out);
+    out.stderr_tail = server.stderr.lines();
+    result?;
+    // Stop what is left; nothing of its group may outlive it.
+    if out.survived {
+        let (code, left) = server.stop(Duration::from_millis(GRACE_MS + 3_000))?;
+        out.exit_code = code;
+        out.left_running = left.iter().map(|p| p.pid).collect();
+    } else {
+        let pgid = server.pid();
+        drop(server);
+        std::thread::sleep(Duration::from_millis(100));
+        let table = harness::procs::process_table();
+        out.left_running = harness::procs::group(pgid, &table)
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+    }
+    Ok(())
+}
+
+fn load_and_inject(
+    setup: &Setup,
+    kind: &ServerKind,
+    fault: Fault,
+    server: &mut Server,
+    out: &mut Observed,
+) -> Result<(), Failure> {
+    let settings = setup.settings;
+    let session = setup.session;
+    let addr = server.addr;
+    let urls = vec![format!("http://{addr}/cpu?iters={}", setup.cpu_iters)];
+    // Capacity, measured on this very server just before.
+    let rate = capacity::resolve(
+        session,
+        settings.offered,
+        &urls,
+        settings.concurrency,
+        settings.probe,
+    )?;
+    server.check_alive()?;
+    out.capacity_rps = rate.capacity_rps;
+    if rate.rps < 1.0 {
+        return Err(Failure::Message(format!(
+            "the probe measured no capacity ({:.1} req/s at the chosen share)",
+            rate.rps
+        )));
+    }
+    out.rate_rps = Some(rate.rps);
+
+    let span = settings.before + settings.after;
+    out.span_s = span.as_secs_f64();
+    let spec = LoadSpec {
+        rate: Some(rate.rps),
+        per_request: true,
+        ..LoadSpec::new(urls, settings.concurrency, span)
+    };
+    let mut load = session.load(&spec, "crash")?;
+    let zero = load
+        .started_at_ns(Duration::from_secs(10))
+        .ok_or_else(|| Failure::Message("the load generator never stamped its start".into()))?;
+    out.zero_ns = Some(zero);
+    let end_ns = zero + span.as_nanos() as u64;
+    sleep_until_ns(zero + settings.before.as_nanos() as u64);
+
+    // The in-flight count, then the fault, as close together as we can.
+    // A server without the contract's /stats gets the fault unmeasured.
+    if kind.contract {
+        let read_ns = monotonic_ns();
+        let before = probe::stats(addr, STATS_TIMEOUT)
+            .map_err(|e| Failure::Message(format!("/stats before the fault: {}", chain(&e))))?;
+        out.before = Some((read_ns, before));
+    }
+    let crash_request = inject(addr, fault, out, settings.after)?;
+
+    // Watch for the replacement until the load ends.
+    let mut last = None;
+    if kind.contract {
+        let before = out
+            .before
+            .as_ref()
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default();
+        while monotonic_ns() < end_ns && !session.is_interrupted() {
+            if let Ok(now) = probe::stats(addr, STATS_TIMEOUT) {
+                if out.replaced.is_none()
+                    && let Some(slot) = super::figures::replacement(&before.stats, &now.stats)
+                {
+                    out.replaced = Some((monotonic_ns(), slot));
+                }
+                last = Some(now);
+            }
+            if out.replaced.is_some() || server.check_alive().is_err() {
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+    out.load = Some(load.wait(&session.interrupted)?);
+    out.crash_answer = crash_request.map(|handle| handle.join().unwrap_or_else(|_| "?".into()));
+
+    // The state after: the last read, then a second one to see how fast
+    // any lost thread still burns CPU.
+    out.survived = server.check_alive().is_ok();
+    if kind.contract {
+        out.after = probe::stats(addr, STATS_TIMEOUT).ok().or(last);
+        if let Some(after) = &out.after {
+            out.alive_pids = after
+                .stats
+                .workers
+                .iter()
+                .map(|w| w.pid)
+                .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+                .collect();
+            let lost = after.stats.lost.as_ref().is_some_and(|l| !l.is_empty());
+            if lost && out.survived {
+                std::thread::sleep(BURN_GAP);
+                out.later = probe::stats(addr, STATS_TIMEOUT).ok();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Injects `fault`; for a `/crash` fault, returns the thread that sends the
+/// request (on its own thread: a hang never answers, and the load goes on).
+fn inject(
+    addr: SocketAddr,
+    fault: Fault,
+    out: &mut Observed,
+    after: Duration,
+) -> Result<Option<std::thread::JoinHandle<String>>, Failure> {
+    let Some(mode) = fault.crash_mode() else {
+        let before = out.before.as_ref().map(|(_, b)| &b.stats);
+        let target = before
+            .and_then(|s| s.workers.iter().find(|w| w.pid > 0))
+            .ok_or_else(|| Failure::Message("/stats lists no worker pid".into()))?;
+        let (pid, slot) = (target.pid, target.id);
+        out.fault_ns = Some(monotonic_ns());
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
+            .map_err(|e| Failure::Message(format!("cannot SIGKILL worker {pid}: {e}")))?;
+        out.killed_slot = Some(slot);
+        return Ok(None);
+    };
+    let path = format!("/crash?how={mode}");
+    out.fault_ns = Some(monotonic_ns());
+    Ok(Some(std::thread::spawn(move || {
+        match probe::request(addr, "POST", &path, after) {
+            Ok(answer) => answer.status.to_string(),
+            Err(probe::ProbeError::Io { source, .. }) => format!("no answer ({})", source.kind()),
+            Err(e) => format!("no answer ({e})"),
+        }
+    })))
+}

@@ -1,0 +1,136 @@
+//! `lab run`'s command line, and its conversion into [`Plan`].
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::plan::{Plan, Profile, Workload};
+use crate::args::{OutputArgs, ServerArgs, parse_duration};
+
+/// `lab run`'s flags. Lists are comma-separated (`--workers 1,2,4`).
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The short profile: at most a minute in all.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Server kinds to run [default: bare,prefork,threadpool], and any added
+    /// with --server. `bare`, the no-op ceiling, runs only the noop
+    /// workload; its other cells are skipped.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,..")]
+    pub models: Vec<String>,
+
+    /// Workloads to run [default: noop,cpu,io].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "WORKLOAD,..")]
+    pub workloads: Vec<Workload>,
+
+    /// Worker counts (processes for prefork, pool threads for threadpool)
+    /// [default: 1,2,4; quick: 1,2].
+    #[arg(long, value_delimiter = ',', value_name = "N,..",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Vec<u16>,
+
+    /// Concurrent connections [default per workload: noop 50, cpu 16, io 512,
+    /// mixed 256].
+    #[arg(long, value_delimiter = ',', value_name = "N,..",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: Vec<u32>,
+
+    /// Load per cell, e.g. `5s`, `1500ms` [default: 5s; quick: 1.5s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    /// Warm-up before the measured load [default: 1s; quick: 0.5s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub warmup: Option<Duration>,
+
+    /// PBKDF2 iterations per `/cpu` request [default: calibrated here so one
+    /// request costs about 1.5 ms].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub cpu_iters: Option<u32>,
+
+    /// How long each `/io` request waits, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    pub io_ms: u32,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    #[command(flatten)]
+    pub servers: ServerArgs,
+}
+
+impl RunArgs {
+    /// The plan: the profile fills every flag left out. Bad combinations
+    /// are refused here, in one line, before anything starts.
+    pub fn plan(&self) -> Result<Plan, String> {
+        let profile = if self.quick {
+            Profile::Quick
+        } else {
+            Profile::Default
+        };
+        let given = |given: &Vec<u16>, default: &[u16]| {
+            if given.is_empty() {
+                default.to_vec()
+            } else {
+                given.clone()
+            }
+        };
+        // Budget: the default profile is 21 cells (18, and bare's 3 noop
+        // cells) of about 7 s (warm-up, load, start and stop) on a 2-core
+        // machine, so under 5 minutes; quick is 14 cells of about 3 s, under
+        // a minute.
+        let (workers, duration, warmup) = match profile {
+            Profile::Default => (
+                given(&self.workers, &[1, 2, 4]),
+                Duration::from_secs(5),
+                Duration::from_secs(1),
+            ),
+            Profile::Quick => (
+                given(&self.workers, &[1, 2]),
+                Duration::from_millis(1500),
+                Duration::from_millis(500),
+            ),
+        };
+        let servers = self.servers.settings()?;
+        let names = if self.models.is_empty() {
+            ["bare", "prefork", "threadpool"].map(String::from).to_vec()
+        } else {
+            self.models.clone()
+        };
+        let plan = Plan {
+            profile,
+            kinds: servers.registry.select(&names)?,
+            workloads: if self.workloads.is_empty() {
+                vec![Workload::Noop, Workload::Cpu, Workload::Io]
+            } else {
+                dedup(&self.workloads)
+            },
+            workers: dedup(&workers),
+            concurrency: dedup(&self.concurrency),
+            duration: self.duration.unwrap_or(duration),
+            warmup: self.warmup.unwrap_or(warmup),
+            cpu_iters: self.cpu_iters,
+            io_ms: self.io_ms,
+            servers,
+        };
+        if plan.duration.is_zero() {
+            return Err("--duration must be more than 0".into());
+        }
+        plan.check()?;
+        Ok(plan)
+    }
+}
+
+/// Keeps the first of each value, in the order given.
+fn dedup<T: PartialEq + Clone>(values: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for value in values {
+        if !out.contains(value) {
+            out.push(value.clone());
+        }
+    }
+    out
+}

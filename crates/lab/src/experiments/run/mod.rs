@@ -1,0 +1,193 @@
+//! `lab run`: the matrix. Every (server kind, workload, workers,
+//! concurrency) cell: start the server, warm it up, load it with oha while
+//! its processes are sampled, stop it, and record throughput, latency,
+//! memory (PSS/USS/RSS), CPU and efficiency against the machine's limits.
+//!
+//! - [`args`]: the command line, converted into a [`plan::Plan`].
+//! - [`plan`]: workloads, profiles, cells.
+//! - [`measure`]: one cell, into working data.
+//! - [`figures`]: working data into the published record (pure).
+//! - [`report`]: `run.json`, `cells.csv`, `summary.md`, the terminal table.
+
+pub mod args;
+pub mod figures;
+pub mod measure;
+pub mod plan;
+pub mod report;
+
+use std::path::PathBuf;
+
+use harness::kernel;
+use harness::record::{CellStatus, TableStyle};
+use harness::servers::Servers;
+use harness::session::{self, Session};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use args::RunArgs;
+
+use crate::Error;
+use figures::Ceilings;
+use plan::Workload;
+use report::{CellRecord, KernelCost, Params, RunRecord};
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub dir: PathBuf,
+    pub record: RunRecord,
+}
+
+impl Outcome {
+    pub fn failed_cells(&self) -> usize {
+        self.record
+            .cells
+            .iter()
+            .filter(|c| c.status == CellStatus::Failed)
+            .count()
+    }
+}
+
+/// Runs the whole matrix; prints the table to stdout at the end.
+pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
+    let plan = args.plan().map_err(Error::BadInput)?;
+    let name = args
+        .output
+        .name
+        .clone()
+        .unwrap_or_else(|| session::default_name(plan.profile.name()));
+    let session = Session::open(&args.output.out, &name, lab_exe)?;
+    let mut kinds = plan.kinds.clone();
+    let servers = Servers::prepare(
+        plan.servers.registry.clone(),
+        &mut kinds,
+        plan.servers.options.clone(),
+        plan.servers.server_dir.clone(),
+        plan.servers.ready_timeout,
+    )
+    .map_err(Error::OwnExe)?;
+    let plan = plan::Plan { kinds, ..plan };
+
+    // The cpu workload's size and cost, timed in this process.
+    let cpu_iters = plan
+        .cpu_iters
+        .unwrap_or_else(|| kernel::calibrate_iters(0.0015));
+    let kernel_cost = plan
+        .workloads
+        .iter()
+        .any(|w| matches!(w, Workload::Cpu | Workload::Mixed))
+        .then(|| {
+            let runs: Vec<f64> = kernel::time_kernel(cpu_iters, 25)
+                .into_iter()
+                .map(|s| s * 1000.0)
+                .collect();
+            KernelCost {
+                iters: cpu_iters,
+                median_ms: kernel::median(&runs).unwrap_or(f64::NAN),
+                runs_ms: runs,
+            }
+        });
+    if let Some(k) = &kernel_cost {
+        tracing::info!(
+            iters = k.iters,
+            median_ms = format!("{:.3}", k.median_ms),
+            "cpu kernel timed"
+        );
+    }
+    let ceilings = Ceilings {
+        cpu_cost_s: kernel_cost.as_ref().map(|k| k.median_ms / 1000.0),
+        cores: session.meta.machine.logical_cores,
+        io_ms: plan.io_ms,
+    };
+    let mut record = RunRecord {
+        schema_version: report::SCHEMA_VERSION,
+        meta: session.meta.clone(),
+        params: Params {
+            profile: plan.profile,
+            models: plan.kinds.iter().map(|k| k.name.clone()).collect(),
+            workloads: plan.workloads.clone(),
+            workers: plan.workers.clone(),
+            concurrency: plan.concurrency.clone(),
+            duration_s: plan.duration.as_secs_f64(),
+            warmup_s: plan.warmup.as_secs_f64(),
+            cpu_iters,
+            io_ms: plan.io_ms,
+            mixed_cpu_percent: plan::MIXED_CPU_PERCENT,
+            ready_timeout_s: plan.servers.ready_timeout.as_secs_f64(),
+            grace_ms: measure::GRACE_MS,
+            sample_interval_ms: measure::SAMPLE_INTERVAL.as_millis() as u64,
+            servers: servers.params(),
+        },
+        cpu_kernel: kernel_cost,
+        cells: Vec::new(),
+    };
+    let setup = measure::Setup {
+        session: &session,
+        servers: &servers,
+        duration: plan.duration,
+        warmup: plan.warmup,
+        cpu_iters,
+        io_ms: plan.io_ms,
+    };
+    let write = |record: &RunRecord| {
+        report::write_all(&session.dir, record).map_err(|source| Error::Output {
+            path: session.dir.clone(),
+            source,
+        })
+    };
+
+    let cells = plan.cells();
+    let progress = ProgressBar::new(cells.len() as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    write(&record)?;
+    for cell in &cells {
+        if session.is_interrupted() {
+            break;
+        }
+        progress.set_message(cell.to_string());
+        let Some(measured) = measure::cell(&setup, cell) else {
+            break;
+        };
+        let cell_record = figures::cell_record(cell, measured, &ceilings);
+        progress.suspend(|| log_cell(&cell_record));
+        record.cells.push(cell_record);
+        write(&record)?;
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    record.meta.interrupted = session.is_interrupted();
+    record.meta.complete = !record.meta.interrupted;
+    write(&record)?;
+    println!("{}", report::render(&record.cells, TableStyle::Terminal));
+    println!("results in {}", session.dir.display());
+    if record.meta.dirty {
+        eprintln!("warning: the tree was dirty (uncommitted changes): do not quote these numbers");
+    }
+    Ok(Outcome {
+        dir: session.dir.clone(),
+        record,
+    })
+}
+
+fn log_cell(cell: &CellRecord) {
+    match (&cell.status, &cell.load) {
+        (CellStatus::Ok, Some(load)) => tracing::info!(
+            model = %cell.model, workload = %cell.workload, workers = cell.workers,
+            concurrency = cell.concurrency, rps = format!("{:.0}", load.rps), "cell done"
+        ),
+        _ => {
+            // The server's last words usually say why; show the end of them
+            // here too, not only in the files.
+            let tail = cell.stderr_tail.len().saturating_sub(5);
+            tracing::warn!(
+                model = %cell.model, workload = %cell.workload, workers = cell.workers,
+                concurrency = cell.concurrency, error = cell.error.as_deref().unwrap_or("?"),
+                stderr_tail = cell.stderr_tail[tail..].join("\n"),
+                "cell failed"
+            )
+        }
+    }
+}

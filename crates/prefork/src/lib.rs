@@ -1,12 +1,14 @@
 //! `prefork`: the process-per-core model, the way Node's `cluster` works.
 //!
-//! A master process binds the listening socket, maps a shared stats region,
-//! and forks N workers. Each worker inherits the socket and accepts on it
-//! directly (`--balance shared`: each connection goes to whichever worker's
-//! `accept` wins; `--balance reuseport`: each worker has its own socket on
-//! the port and the kernel hashes connections across them), and runs one
-//! single-threaded event loop, like a Node process. CPU work runs on that loop and blocks it; that
-//! is the point of comparison with `threadpool`.
+//! A master process binds the listening sockets, maps a shared stats region,
+//! and forks N workers. Each worker inherits its socket and accepts on it
+//! directly (`--balance reuseport`, the default: one socket per worker on
+//! the port, the kernel hashes connections across them, and a dead worker's
+//! socket stays open in the master for its replacement; `--balance shared`:
+//! one socket, each connection goes to whichever worker's `accept` wins),
+//! and runs one single-threaded event loop, like a Node process. CPU work
+//! runs on that loop and blocks it; that is the point of comparison with
+//! `threadpool`.
 //!
 //! - [`master`]: binding, forking, supervision (respawn, the hung-worker
 //!   timeout), graceful shutdown, the ready line.
@@ -37,7 +39,8 @@ pub use master::run;
     name = "prefork",
     version,
     about = "The lab's process-per-core server (Node's cluster): a master forks \
-             workers that share one listening socket.",
+             workers that accept on one port, each on its own SO_REUSEPORT socket \
+             or all on one shared socket.",
     long_about = None,
 )]
 pub struct Args {

@@ -18,10 +18,11 @@
 //!   cell is measured against.
 //! - [`timeline`]: per-window counts, baseline and recovery.
 //! - [`record`]: the metadata every result file carries, atomic writes,
-//!   tables. [`chart`]: SVG line charts.
+//!   tables. [`chart`]: SVG line charts. [`clock`]: UTC timestamps.
 
 pub mod capacity;
 pub mod chart;
+pub mod clock;
 pub mod kernel;
 pub mod probe;
 pub mod procs;

@@ -17,7 +17,7 @@ use std::path::Path;
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use serde::{Deserialize, Serialize};
 
-use crate::session::now_rfc3339;
+use crate::clock::now_rfc3339;
 
 /// The part of every result file that says where it came from.
 #[derive(Serialize, Deserialize, Clone, Debug)]

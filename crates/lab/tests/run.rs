@@ -124,6 +124,9 @@ fn bad_input_exits_2_with_one_line() {
         &["run", "--workers", "0"],
         &["run", "--duration", "soon"],
         &["run", "--models", "bare", "--workloads", "cpu,io"],
+        &["run", "--server", "python3 app.py --port {port}"],
+        &["run", "--server", "mine=python3 app.py --port {prot}"],
+        &["run", "--server", "prefork=./mine"],
     ] {
         let (status, stdout, stderr, _) = run_lab(args, Duration::from_secs(30));
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");

@@ -269,6 +269,12 @@ fn cargo_build(binaries: &[&str]) -> Result<(), BuildError> {
     if manifest.exists() {
         command.arg("--manifest-path").arg(&manifest);
     }
+    // `lab` too: cargo unifies features over the packages of one build, and
+    // lab's graph (oha's tokio and hyper features among them) is a superset
+    // of the servers', so with lab named the dependencies it already built
+    // are reused as they are; without it, tokio, hyper and everything above
+    // them would be compiled a second time with fewer features.
+    command.arg("-p").arg("lab");
     for binary in binaries {
         command.arg("-p").arg(binary);
     }

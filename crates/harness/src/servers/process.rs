@@ -122,10 +122,12 @@ impl Server {
             error,
             stderr: stderr.lines(),
         };
-        let mut child = Command::new(&launch.program)
+        let mut command = Command::new(&launch.program);
+        command
             .args(&launch.args)
-            .envs(launch.env.iter().map(|(k, v)| (k, v)))
-            .process_group(0)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)));
+        start_hook(&mut command);
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -302,6 +304,13 @@ impl Drop for Server {
             let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
         }
     }
+}
+
+/// What every server process gets before it runs, in one place: today a
+/// process group of its own (see the module docs); CPU pinning and
+/// descriptor limits belong here too when experiments need them.
+fn start_hook(command: &mut Command) {
+    command.process_group(0);
 }
 
 /// Whether something answers HTTP at `addr`: `/health`, else `/`.

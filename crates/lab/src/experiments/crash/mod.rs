@@ -294,15 +294,17 @@ pub fn main(args: &CrashArgs, lab_exe: PathBuf) -> Result<CrashRun, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
     use clap::Parser;
 
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: CrashArgs,
+    }
+
     fn settings(line: &[&str]) -> Result<Settings, String> {
-        let cli = Cli::try_parse_from(["lab", "crash"].iter().chain(line).copied()).unwrap();
-        match cli.command {
-            Command::Crash(args) => args.settings(),
-            _ => unreachable!(),
-        }
+        let line = Line::try_parse_from(["crash"].iter().chain(line).copied()).unwrap();
+        line.args.settings()
     }
 
     fn names(settings: &Settings) -> Vec<(String, Fault)> {

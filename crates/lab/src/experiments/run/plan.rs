@@ -163,15 +163,18 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::experiments::run::RunArgs;
     use clap::Parser;
 
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
     fn plan(line: &[&str]) -> Result<Plan, String> {
-        let cli = Cli::try_parse_from(["lab", "run"].iter().chain(line).copied()).unwrap();
-        match cli.command {
-            Command::Run(args) => args.plan(),
-            _ => unreachable!(),
-        }
+        let line = Line::try_parse_from(["run"].iter().chain(line).copied()).unwrap();
+        line.args.plan()
     }
 
     fn names(cells: &[Cell]) -> Vec<(String, Workload)> {

@@ -1,0 +1,59 @@
+//! Every committed result file, at any depth under `results/`, parses as
+//! the current schema of the experiment that wrote it. The schema version
+//! guards the format only if something reads every file with it: results
+//! of an older schema are re-run or deleted, never left to be misread
+//! (see `harness::record`).
+
+use std::path::{Path, PathBuf};
+
+use lab::experiments::crash::report::{self as crash, CrashRun};
+use lab::experiments::run::report::{self as run, RunRecord};
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn every_committed_result_file_is_of_the_current_schema() {
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
+    let csv_header = run::csv(&[]);
+    let mut runs = 0;
+    for path in files(&results) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let shown = path.strip_prefix(&results).unwrap().display().to_string();
+        match name.as_str() {
+            "run.json" => {
+                let record: RunRecord = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{shown}: not the current run.json: {e}"));
+                assert_eq!(record.schema_version, run::SCHEMA_VERSION, "{shown}");
+                assert!(record.meta.complete, "{shown}: an unfinished run");
+                runs += 1;
+            }
+            "crash.json" => {
+                let record: CrashRun = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{shown}: not the current crash.json: {e}"));
+                assert_eq!(record.schema_version, crash::SCHEMA_VERSION, "{shown}");
+                assert!(record.meta.complete, "{shown}: an unfinished run");
+                runs += 1;
+            }
+            "cells.csv" => assert_eq!(
+                text.lines().next(),
+                csv_header.lines().next(),
+                "{shown}: not the current columns"
+            ),
+            _ if name.ends_with(".md") || name.ends_with(".svg") => {}
+            _ => panic!("{shown}: not a file any experiment writes"),
+        }
+    }
+    assert!(runs > 0, "no results found under {}", results.display());
+}

@@ -26,14 +26,17 @@ pub struct ServerArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "15s")]
     pub ready_timeout: Duration,
 
-    /// How prefork spreads connections over its workers (its `--balance`,
-    /// whose default this is too). `reuseport`: one socket per worker, the
-    /// kernel hashes connections across them, and connections hashed to a
-    /// dead worker wait for its replacement. `shared`: one socket for all;
-    /// keep-alive clients that reconnect while a dead worker is being
-    /// replaced all land on the survivors and stay there.
-    #[arg(long, value_enum, default_value_t = Balance::default())]
-    pub balance: Balance,
+    /// How multi-process servers spread connections over their workers
+    /// (their `--balance`) [default: each server's own: prefork
+    /// `reuseport`]. `reuseport`: one socket per worker, the kernel hashes
+    /// connections across them, and connections hashed to a dead worker
+    /// wait for its replacement. `shared` (alias `none`): one socket for
+    /// all; keep-alive clients that reconnect while a dead worker is being
+    /// replaced all land on the survivors and stay there. `rr`: the primary
+    /// accepts and hands each connection to a worker. A server that lacks
+    /// the policy asked for is skipped with one line.
+    #[arg(long, value_enum)]
+    pub balance: Option<Balance>,
 
     /// Give every server a read-only dataset of this many MiB (their
     /// `--dataset-mb`), to see how each model's memory grows with it.

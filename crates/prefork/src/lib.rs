@@ -27,9 +27,9 @@ pub mod master;
 pub mod region;
 pub mod worker;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use service::cli::CommonArgs;
-pub use service::contract::{Balance, DatasetLoad};
+pub use service::contract::DatasetLoad;
 
 pub use master::run;
 
@@ -72,6 +72,24 @@ pub struct Args {
     /// exercise the respawn backoff (a crash loop).
     #[arg(long, hide = true)]
     pub die_at_boot: bool,
+}
+
+/// The `--balance` policies prefork has: the contract's, less those it
+/// lacks (the master-side round-robin, `rr`), so asking for one is refused
+/// by the flag parser with the list of what there is.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    Shared,
+    Reuseport,
+}
+
+impl From<Balance> for service::contract::Balance {
+    fn from(balance: Balance) -> Self {
+        match balance {
+            Balance::Shared => Self::Shared,
+            Balance::Reuseport => Self::Reuseport,
+        }
+    }
 }
 
 /// What can stop the master. Each names the step that failed.

@@ -166,7 +166,7 @@ impl Model for WorkerModel {
             })
             .collect();
         Stats {
-            balance: Some(self.balance),
+            balance: Some(self.balance.into()),
             ..service::stats_document("prefork", self.master_pid, self.started, workers)
         }
     }

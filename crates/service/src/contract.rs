@@ -228,16 +228,21 @@ impl std::str::FromStr for CrashMode {
 }
 
 /// How a multi-process server spreads connections over its workers
-/// (`--balance`).
-#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// (`--balance`). A server takes the policies it has and refuses the rest.
+#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Balance {
-    /// Every worker accepts on the one inherited socket.
+    /// Every worker accepts on the one inherited socket. Node's cluster
+    /// calls it `SCHED_NONE`, hence the alias `none`.
+    #[value(alias = "none")]
+    #[serde(alias = "none")]
     Shared,
     /// One `SO_REUSEPORT` socket per worker; the kernel hashes connections
-    /// across them. The default: see CONTRACT.md.
-    #[default]
+    /// across them.
     Reuseport,
+    /// The primary accepts every connection and hands it to the next
+    /// worker: Node's cluster default, `SCHED_RR`.
+    Rr,
 }
 
 impl Balance {
@@ -245,6 +250,7 @@ impl Balance {
         match self {
             Balance::Shared => "shared",
             Balance::Reuseport => "reuseport",
+            Balance::Rr => "rr",
         }
     }
 }
@@ -369,7 +375,15 @@ mod tests {
             serde_json::to_string(&DatasetLoad::PerWorker).unwrap(),
             "\"per-worker\""
         );
-        let flag = Balance::from_str("reuseport", false).unwrap();
-        assert_eq!(flag, Balance::Reuseport);
+        assert_eq!(
+            Balance::from_str("reuseport", false),
+            Ok(Balance::Reuseport)
+        );
+        // Node's name for a shared socket.
+        assert_eq!(Balance::from_str("none", false), Ok(Balance::Shared));
+        assert_eq!(
+            serde_json::from_str::<Balance>("\"none\"").unwrap(),
+            Balance::Shared
+        );
     }
 }

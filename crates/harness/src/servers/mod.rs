@@ -29,8 +29,8 @@ pub use registry::{Launch, Registry, ServerKind, ServerOptions, Template, Templa
 pub struct ServerParams {
     /// Where the built-in binaries came from.
     pub server_dir: PathBuf,
-    /// prefork's `--balance`.
-    pub balance: Balance,
+    /// The `--balance` each multi-process kind ran with.
+    pub balance: BTreeMap<String, Balance>,
     /// Every contract server's `--dataset-mb` (0: none).
     pub dataset_mb: usize,
     /// prefork's `--dataset-load`.
@@ -38,6 +38,30 @@ pub struct ServerParams {
     /// The `--server` templates, by name, as given.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub templates: BTreeMap<String, Vec<String>>,
+}
+
+impl ServerParams {
+    /// One sentence for a report: the policies and the dataset.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .balance
+            .iter()
+            .map(|(kind, balance)| format!("{kind} runs with `--balance {balance}`"))
+            .collect();
+        if self.dataset_mb > 0 {
+            parts.push(format!(
+                "every server holds a {} MiB dataset (prefork builds it `--dataset-load {}`)",
+                self.dataset_mb, self.dataset_load
+            ));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            let mut text = parts.join("; ") + ".";
+            text[..1].make_ascii_uppercase();
+            text
+        }
+    }
 }
 
 /// One server to start.
@@ -77,6 +101,13 @@ impl Servers {
         ready_timeout: Duration,
     ) -> std::io::Result<Servers> {
         let mut unavailable = HashMap::new();
+        kinds.retain(|kind| {
+            if let Err(why) = kind.balance(&options) {
+                tracing::warn!("skipping server `{}`: {why}", kind.name);
+                return false;
+            }
+            true
+        });
         kinds.retain(|kind| match &kind.launch {
             Launch::Command(template) if template.program().is_none() => {
                 tracing::warn!(
@@ -122,7 +153,12 @@ impl Servers {
     pub fn params(&self) -> ServerParams {
         ServerParams {
             server_dir: self.dir.clone(),
-            balance: self.options.balance,
+            balance: self
+                .registry
+                .kinds()
+                .iter()
+                .filter_map(|k| Some((k.name.clone(), k.balance(&self.options).ok()??)))
+                .collect(),
             dataset_mb: self.options.dataset_mb,
             dataset_load: self.options.dataset_load,
             templates: self

@@ -14,7 +14,8 @@ use service::contract::{Balance, DatasetLoad};
 /// the flags that apply to it ([`ServerKind::flags`]).
 #[derive(Clone, Debug, Default)]
 pub struct ServerOptions {
-    pub balance: Balance,
+    /// `None`: each kind's own default policy.
+    pub balance: Option<Balance>,
     pub dataset_mb: usize,
     pub dataset_load: DatasetLoad,
 }
@@ -41,22 +42,45 @@ pub struct ServerKind {
     pub contract: bool,
     /// Its workers are processes (prefork), which can be killed one by one.
     pub worker_processes: bool,
+    /// The `--balance` policies it has, its default first; empty for a
+    /// kind without the flag.
+    pub balances: &'static [Balance],
     /// The model flags it takes, from the experiment's options.
-    flags: fn(&ServerOptions) -> Vec<String>,
+    flags: fn(&ServerKind, &ServerOptions) -> Vec<String>,
 }
 
 impl ServerKind {
     /// The flags for `options`, beyond the contract's common ones.
     pub fn flags(&self, options: &ServerOptions) -> Vec<String> {
-        (self.flags)(options)
+        (self.flags)(self, options)
+    }
+
+    /// The policy it runs with under `options`: the one asked for, or its
+    /// default. `Err` when it lacks the one asked for; `Ok(None)` for a
+    /// kind without `--balance`.
+    pub fn balance(&self, options: &ServerOptions) -> Result<Option<Balance>, String> {
+        match (options.balance, self.balances.first()) {
+            (_, None) => Ok(None),
+            (None, Some(&default)) => Ok(Some(default)),
+            (Some(asked), Some(_)) if self.balances.contains(&asked) => Ok(Some(asked)),
+            (Some(asked), Some(_)) => Err(format!(
+                "{} has no --balance {asked} (it has {})",
+                self.name,
+                self.balances
+                    .iter()
+                    .map(|b| b.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
     }
 }
 
-fn no_flags(_: &ServerOptions) -> Vec<String> {
+fn no_flags(_: &ServerKind, _: &ServerOptions) -> Vec<String> {
     Vec::new()
 }
 
-fn dataset_flags(options: &ServerOptions) -> Vec<String> {
+fn dataset_flags(_: &ServerKind, options: &ServerOptions) -> Vec<String> {
     if options.dataset_mb > 0 {
         vec!["--dataset-mb".into(), options.dataset_mb.to_string()]
     } else {
@@ -64,9 +88,11 @@ fn dataset_flags(options: &ServerOptions) -> Vec<String> {
     }
 }
 
-fn prefork_flags(options: &ServerOptions) -> Vec<String> {
-    let mut flags = dataset_flags(options);
-    flags.extend(["--balance".into(), options.balance.name().into()]);
+fn prefork_flags(kind: &ServerKind, options: &ServerOptions) -> Vec<String> {
+    let mut flags = dataset_flags(kind, options);
+    if let Ok(Some(balance)) = kind.balance(options) {
+        flags.extend(["--balance".into(), balance.name().into()]);
+    }
     flags.extend(["--dataset-load".into(), options.dataset_load.name().into()]);
     flags
 }
@@ -81,20 +107,33 @@ impl Default for Registry {
     /// The built-in kinds. `bare` first, so its noop rows sit right above
     /// prefork's.
     fn default() -> Registry {
-        let builtin =
-            |name: &'static str, noop_only, contract, worker_processes, flags| ServerKind {
-                name: name.into(),
-                launch: Launch::Builtin { binary: name },
-                noop_only,
-                contract,
-                worker_processes,
-                flags,
-            };
+        // A contract server of this workspace, one process, no model flags
+        // but the dataset; each kind below says how it differs.
+        let builtin = |name: &'static str| ServerKind {
+            name: name.into(),
+            launch: Launch::Builtin { binary: name },
+            noop_only: false,
+            contract: true,
+            worker_processes: false,
+            balances: &[],
+            flags: dataset_flags,
+        };
         Registry {
             kinds: vec![
-                builtin("bare", true, false, true, no_flags),
-                builtin("prefork", false, true, true, prefork_flags),
-                builtin("threadpool", false, true, false, dataset_flags),
+                ServerKind {
+                    noop_only: true,
+                    contract: false,
+                    worker_processes: true,
+                    flags: no_flags,
+                    ..builtin("bare")
+                },
+                ServerKind {
+                    worker_processes: true,
+                    balances: &[Balance::Reuseport, Balance::Shared],
+                    flags: prefork_flags,
+                    ..builtin("prefork")
+                },
+                builtin("threadpool"),
             ],
         }
     }
@@ -115,6 +154,7 @@ impl Registry {
                 noop_only: false,
                 contract: false,
                 worker_processes: false,
+                balances: &[],
                 flags: no_flags,
             });
         }
@@ -349,7 +389,7 @@ mod tests {
     #[test]
     fn each_kind_gets_only_the_flags_it_takes() {
         let options = ServerOptions {
-            balance: Balance::Shared,
+            balance: Some(Balance::Shared),
             dataset_mb: 8,
             dataset_load: DatasetLoad::PerWorker,
         };

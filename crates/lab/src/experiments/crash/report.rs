@@ -245,8 +245,7 @@ pub fn render_markdown(run: &CrashRun) -> String {
     let _ = writeln!(
         md,
         "{} workers, `/cpu?iters={}` at {} connections, load {} with latency correction; \
-         fault after {:.1} s, load kept {:.1} s more; `--worker-timeout-ms {}`; prefork with \
-         `--balance {}`.\n",
+         fault after {:.1} s, load kept {:.1} s more; `--worker-timeout-ms {}`. {}\n",
         p.workers,
         p.cpu_iters,
         p.concurrency,
@@ -258,7 +257,7 @@ pub fn render_markdown(run: &CrashRun) -> String {
         p.before_s,
         p.after_s,
         p.worker_timeout_ms,
-        p.servers.balance.name(),
+        p.servers.describe(),
     );
     md.push_str(&record::markdown_table(
         &COLUMNS,

@@ -234,7 +234,7 @@ fn summary_markdown(run: &RunRecord) -> String {
     );
     let _ = writeln!(
         out,
-        "Load {} s per cell after {} s of warm-up. cpu: {} PBKDF2 iterations per request{}; io: {} ms wait. prefork runs with `--balance {}`.\n",
+        "Load {} s per cell after {} s of warm-up. cpu: {} PBKDF2 iterations per request{}; io: {} ms wait. {}\n",
         run.params.duration_s,
         run.params.warmup_s,
         run.params.cpu_iters,
@@ -243,16 +243,8 @@ fn summary_markdown(run: &RunRecord) -> String {
             .map(|k| format!(" ({:.2} ms on one core here)", k.median_ms))
             .unwrap_or_default(),
         run.params.io_ms,
-        run.params.servers.balance.name(),
+        run.params.servers.describe(),
     );
-    if run.params.servers.dataset_mb > 0 {
-        let _ = writeln!(
-            out,
-            "Every server holds a {} MiB dataset; prefork builds it with `--dataset-load {}`.\n",
-            run.params.servers.dataset_mb,
-            run.params.servers.dataset_load.name(),
-        );
-    }
     out.push_str(&render(&run.cells, TableStyle::Markdown));
     out.push_str(
         "\n\nrps counts 2xx responses only. errors: non-2xx answers and client errors, not \
@@ -504,7 +496,9 @@ mod tests {
                 sample_interval_ms: 100,
                 servers: ServerParams {
                     server_dir: "/x".into(),
-                    balance: Default::default(),
+                    balance: [("prefork".to_owned(), service::contract::Balance::Reuseport)]
+                        .into_iter()
+                        .collect(),
                     dataset_mb: 0,
                     dataset_load: Default::default(),
                     templates: Default::default(),

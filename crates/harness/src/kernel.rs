@@ -1,5 +1,5 @@
 //! How close a cell came to what the machine allows, and the kernel timing
-//! that the cpu ceiling rests on.
+//! that the cpu ceiling rests on, in each runtime a server may run in.
 //!
 //! - cpu: each request costs `cost` seconds of one core, and a server can
 //!   use at most `min(workers, cores)` cores, so it cannot exceed
@@ -8,6 +8,7 @@
 //!   (L = λW) caps throughput at `c / latency`.
 
 use nix::time::{ClockId, clock_gettime};
+use serde::{Deserialize, Serialize};
 
 /// The ceiling for a CPU-bound workload, in requests per second.
 pub fn cpu_ceiling_rps(workers: u16, cores: usize, cost_seconds: f64) -> f64 {
@@ -74,13 +75,86 @@ pub fn time_kernel(iters: u32, runs: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Iterations that cost about `target_seconds` here, rounded to 100.
+/// Iterations that cost about `target_seconds` here (in Rust), rounded to
+/// 100.
 pub fn calibrate_iters(target_seconds: f64) -> u32 {
     const PROBE: u32 = 2_000;
     let per_iter = median(&time_kernel(PROBE, 5)).unwrap_or(1e-6) / f64::from(PROBE);
-    let iters = (target_seconds / per_iter / 100.0).round() * 100.0;
+    iters_for(target_seconds, per_iter)
+}
+
+/// The iterations that cost `target_seconds` at `per_iter_seconds` each,
+/// rounded to 100 and kept within what `/cpu` accepts (at least 100).
+fn iters_for(target_seconds: f64, per_iter_seconds: f64) -> u32 {
+    let iters = (target_seconds / per_iter_seconds / 100.0).round() * 100.0;
     let range = service::kernel::ITERS_RANGE;
+    // `as` saturates: an infinite or huge quotient becomes u32::MAX.
     (iters as u32).clamp(100.max(*range.start()), *range.end())
+}
+
+/// The runtime a server's `/cpu` runs in. The same PBKDF2 iterations do
+/// not cost the same in each, so each runtime's cpu cells get their ceiling
+/// from that runtime's own cost, measured in that runtime.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Rust,
+    Node,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("cannot run node to time its PBKDF2")]
+    Spawn(#[source] std::io::Error),
+    #[error("node's kernel timing failed: {0}")]
+    Node(String),
+}
+
+/// Times `runs` requests' worth of `/cpu` work in `runtime`, each in CPU
+/// seconds, after a warm-up, as [`time_kernel`] does for Rust.
+pub fn time_kernel_in(runtime: Runtime, iters: u32, runs: usize) -> Result<Vec<f64>, KernelError> {
+    match runtime {
+        Runtime::Rust => Ok(time_kernel(iters, runs)),
+        Runtime::Node => time_kernel_in_node(iters, runs),
+    }
+}
+
+/// The same measurement in a `node` process: `crypto.pbkdf2Sync` with the
+/// contract's password and salt, timed by `process.cpuUsage()` (the
+/// process's CPU time: JavaScript runs on one thread), after 100 ms of
+/// untimed warm-up.
+fn time_kernel_in_node(iters: u32, runs: usize) -> Result<Vec<f64>, KernelError> {
+    const SCRIPT: &str = r#"
+const crypto = require('crypto');
+const [iters, runs] = process.argv.slice(1).map(Number);
+const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
+const work = () => crypto.pbkdf2Sync('password', 'salt', iters, 32, 'sha256');
+const warm = cpu() + 0.1;
+while (cpu() < warm) work();
+const out = [];
+for (let i = 0; i < runs; i++) { const start = cpu(); work(); out.push(cpu() - start); }
+console.log(JSON.stringify(out));
+"#;
+    let output = std::process::Command::new("node")
+        .args(["-e", SCRIPT, &iters.to_string(), &runs.to_string()])
+        .output()
+        .map_err(KernelError::Spawn)?;
+    if !output.status.success() {
+        return Err(KernelError::Node(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| KernelError::Node(e.to_string()))
+}
+
+/// `node --version`, if node is there.
+pub fn node_version() -> Option<String> {
+    let output = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 #[cfg(test)]
@@ -119,11 +193,28 @@ mod tests {
     }
 
     #[test]
-    fn kernel_timing_is_positive_and_calibration_in_range() {
+    fn kernel_timing_gives_one_positive_figure_per_run() {
         let runs = time_kernel(10, 3);
         assert_eq!(runs.len(), 3);
         assert!(runs.iter().all(|&s| s > 0.0));
-        let iters = calibrate_iters(0.0005);
-        assert!(service::kernel::ITERS_RANGE.contains(&iters));
+    }
+
+    #[test]
+    fn iterations_are_the_target_over_the_cost_of_one_rounded_and_bounded() {
+        // 1 µs an iteration: 1.5 ms is 1500 of them.
+        assert_eq!(iters_for(0.0015, 1e-6), 1500);
+        assert_eq!(iters_for(0.0015, 0.7e-6), 2100);
+        // Never under 100, never over what /cpu accepts.
+        assert_eq!(iters_for(0.0015, 1.0), 100);
+        assert_eq!(iters_for(1e6, 1e-12), *service::kernel::ITERS_RANGE.end());
+    }
+
+    #[test]
+    fn node_times_its_own_kernel() {
+        // node is on every machine this lab is built on (CI checks it).
+        let runs = time_kernel_in(Runtime::Node, 100, 3).expect("node timing");
+        assert_eq!(runs.len(), 3);
+        assert!(runs.iter().all(|s| s.is_finite() && *s >= 0.0), "{runs:?}");
+        assert!(node_version().is_some_and(|v| v.starts_with('v')));
     }
 }

@@ -23,6 +23,8 @@ use service::contract::{Balance, DatasetLoad};
 pub use process::{Server, ServerError, StartFailure, StderrTail};
 pub use registry::{Launch, Registry, ServerKind, ServerOptions, Template, TemplateError};
 
+use crate::kernel::Runtime;
+
 /// How the servers of a run were found and configured, as result files
 /// record it.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -38,6 +40,9 @@ pub struct ServerParams {
     /// The `--server` templates, by name, as given.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub templates: BTreeMap<String, Vec<String>>,
+    /// `node --version`, when a Node kind was in the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_version: Option<String>,
 }
 
 impl ServerParams {
@@ -108,33 +113,62 @@ impl Servers {
             }
             true
         });
-        kinds.retain(|kind| match &kind.launch {
-            Launch::Command(template) if template.program().is_none() => {
-                tracing::warn!(
-                    "skipping server `{}`: `{}` is not there (not found on PATH or not a file)",
-                    kind.name,
-                    template.argv[0]
-                );
-                false
+        // Kinds that need a program the machine lacks: one line per program.
+        let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        kinds.retain(|kind| {
+            let program = match &kind.launch {
+                Launch::Command(template) => {
+                    (template.program().is_none()).then(|| template.argv[0].clone())
+                }
+                Launch::Builtin { .. } => kind
+                    .needs
+                    .filter(|program| !on_path(program))
+                    .map(str::to_owned),
+            };
+            if let Some(program) = program {
+                missing.entry(program).or_default().push(kind.name.clone());
+                return false;
             }
-            _ => true,
+            true
         });
-        let binaries: Vec<&str> = kinds
+        for (program, names) in missing {
+            tracing::warn!(
+                "skipping {}: `{program}` is not there (not found on PATH or not a file)",
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let packages: Vec<&str> = kinds
             .iter()
             .filter_map(|k| match k.launch {
-                Launch::Builtin { binary } => Some(binary),
+                Launch::Builtin { package, .. } => Some(package),
+                Launch::Command(_) => None,
+            })
+            .fold(Vec::new(), |mut all, p| {
+                if !all.contains(&p) {
+                    all.push(p);
+                }
+                all
+            });
+        let binaries: Vec<(&str, &str)> = kinds
+            .iter()
+            .filter_map(|k| match k.launch {
+                Launch::Builtin { package, binary } => Some((package, binary)),
                 Launch::Command(_) => None,
             })
             .collect();
         let dir = match server_dir {
             Some(dir) => dir,
             None => {
-                build_servers(&binaries, &mut unavailable);
+                build_servers(&packages, &mut unavailable);
                 own_dir()?
             }
         };
-        for binary in binaries {
-            if !unavailable.contains_key(binary)
+        for (package, binary) in binaries {
+            if !unavailable.contains_key(package)
                 && let Err(e) = locate(&dir, binary)
             {
                 tracing::warn!("{e}; its cells will fail");
@@ -149,27 +183,28 @@ impl Servers {
         })
     }
 
-    /// What the result files record about the servers.
-    pub fn params(&self) -> ServerParams {
+    /// What the result files record about the servers of `kinds`.
+    pub fn params(&self, kinds: &[ServerKind]) -> ServerParams {
         ServerParams {
             server_dir: self.dir.clone(),
-            balance: self
-                .registry
-                .kinds()
+            balance: kinds
                 .iter()
                 .filter_map(|k| Some((k.name.clone(), k.balance(&self.options).ok()??)))
                 .collect(),
             dataset_mb: self.options.dataset_mb,
             dataset_load: self.options.dataset_load,
-            templates: self
-                .registry
-                .kinds()
+            templates: kinds
                 .iter()
                 .filter_map(|k| match &k.launch {
                     Launch::Command(t) => Some((k.name.clone(), t.argv.clone())),
                     Launch::Builtin { .. } => None,
                 })
                 .collect(),
+            node_version: kinds
+                .iter()
+                .any(|k| k.runtime == Some(Runtime::Node))
+                .then(crate::kernel::node_version)
+                .flatten(),
         }
     }
 
@@ -179,7 +214,9 @@ impl Servers {
             error,
             stderr: Vec::new(),
         };
-        if let Some(why) = self.unavailable.get(&kind.name) {
+        if let Launch::Builtin { package, .. } = kind.launch
+            && let Some(why) = self.unavailable.get(package)
+        {
             return Err(fail(ServerError::Spawn {
                 program: kind.name.clone(),
                 source: std::io::Error::other(why.clone()),
@@ -187,7 +224,7 @@ impl Servers {
         }
         let env = request.env.clone();
         let launch = match &kind.launch {
-            Launch::Builtin { binary } => {
+            Launch::Builtin { binary, .. } => {
                 let mut args: Vec<String> = vec![
                     "--listen".into(),
                     "127.0.0.1:0".into(),
@@ -266,20 +303,29 @@ fn locate(dir: &Path, binary: &str) -> Result<PathBuf, ServerError> {
     }
 }
 
-/// Builds `binaries` with the cargo that runs us (`CARGO` is set), in our
+/// Builds `packages` with the cargo that runs us (`CARGO` is set), in our
 /// profile. If the combined build fails, each is built alone, so one broken
 /// crate does not take the others' cells down with it; what still fails is
-/// recorded in `unavailable`.
-fn build_servers(binaries: &[&str], unavailable: &mut HashMap<String, String>) {
-    if binaries.is_empty() || cargo_build(binaries).is_ok() {
+/// recorded in `unavailable`, by package.
+fn build_servers(packages: &[&str], unavailable: &mut HashMap<String, String>) {
+    if packages.is_empty() || cargo_build(packages).is_ok() {
         return;
     }
-    for &binary in binaries {
-        if let Err(e) = cargo_build(&[binary]) {
+    for &package in packages {
+        if let Err(e) = cargo_build(&[package]) {
             tracing::warn!("{e}");
-            unavailable.insert(binary.to_owned(), format!("building {binary} failed: {e}"));
+            unavailable.insert(
+                package.to_owned(),
+                format!("building {package} failed: {e}"),
+            );
         }
     }
+}
+
+/// Whether `program` is a file in one of `PATH`'s folders.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -290,7 +336,7 @@ struct BuildError {
     stderr: String,
 }
 
-fn cargo_build(binaries: &[&str]) -> Result<(), BuildError> {
+fn cargo_build(packages: &[&str]) -> Result<(), BuildError> {
     let Some(cargo) = std::env::var_os("CARGO") else {
         return Ok(());
     };
@@ -311,8 +357,8 @@ fn cargo_build(binaries: &[&str]) -> Result<(), BuildError> {
     // are reused as they are; without it, tokio, hyper and everything above
     // them would be compiled a second time with fewer features.
     command.arg("-p").arg("lab");
-    for binary in binaries {
-        command.arg("-p").arg(binary);
+    for package in packages {
+        command.arg("-p").arg(package);
     }
     let shown = format!("{command:?}");
     tracing::info!(command = %shown, "building the servers");

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use service::contract::{Balance, DatasetLoad};
 
+use crate::kernel::Runtime;
+
 /// The options an experiment sets on the servers it starts; each kind picks
 /// the flags that apply to it ([`ServerKind::flags`]).
 #[derive(Clone, Debug, Default)]
@@ -24,8 +26,12 @@ pub struct ServerOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Launch {
     /// One of this workspace's binaries: found next to `lab` (or in
-    /// `--server-dir`) and built by cargo when cargo runs the harness.
-    Builtin { binary: &'static str },
+    /// `--server-dir`) and built by cargo (`-p package`) when cargo runs the
+    /// harness.
+    Builtin {
+        package: &'static str,
+        binary: &'static str,
+    },
     /// A command template, run as given.
     Command(Template),
 }
@@ -42,6 +48,13 @@ pub struct ServerKind {
     pub contract: bool,
     /// Its workers are processes (prefork), which can be killed one by one.
     pub worker_processes: bool,
+    /// It has no workers to count (node-single): its cells run at one
+    /// worker only, whatever the plan's worker counts.
+    pub single: bool,
+    /// The runtime its `/cpu` runs in, if known (a template's is not).
+    pub runtime: Option<Runtime>,
+    /// A program it needs on `PATH` (the Node kinds need `node`).
+    pub needs: Option<&'static str>,
     /// The `--balance` policies it has, its default first; empty for a
     /// kind without the flag.
     pub balances: &'static [Balance],
@@ -88,11 +101,17 @@ fn dataset_flags(_: &ServerKind, options: &ServerOptions) -> Vec<String> {
     }
 }
 
-fn prefork_flags(kind: &ServerKind, options: &ServerOptions) -> Vec<String> {
+/// The dataset and `--balance`: a multi-process kind's flags.
+fn balanced_flags(kind: &ServerKind, options: &ServerOptions) -> Vec<String> {
     let mut flags = dataset_flags(kind, options);
     if let Ok(Some(balance)) = kind.balance(options) {
         flags.extend(["--balance".into(), balance.name().into()]);
     }
+    flags
+}
+
+fn prefork_flags(kind: &ServerKind, options: &ServerOptions) -> Vec<String> {
+    let mut flags = balanced_flags(kind, options);
     flags.extend(["--dataset-load".into(), options.dataset_load.name().into()]);
     flags
 }
@@ -105,18 +124,34 @@ pub struct Registry {
 
 impl Default for Registry {
     /// The built-in kinds. `bare` first, so its noop rows sit right above
-    /// prefork's.
+    /// prefork's; then the Rust models, then their Node peers.
     fn default() -> Registry {
-        // A contract server of this workspace, one process, no model flags
-        // but the dataset; each kind below says how it differs.
+        // A Rust contract server of this workspace, one process, no model
+        // flags but the dataset; each kind below says how it differs.
         let builtin = |name: &'static str| ServerKind {
             name: name.into(),
-            launch: Launch::Builtin { binary: name },
+            launch: Launch::Builtin {
+                package: name,
+                binary: name,
+            },
             noop_only: false,
             contract: true,
             worker_processes: false,
+            single: false,
+            runtime: Some(Runtime::Rust),
+            needs: None,
             balances: &[],
             flags: dataset_flags,
+        };
+        // A Node peer: a binary of `crates/node` that execs `node`.
+        let node = |name: &'static str| ServerKind {
+            launch: Launch::Builtin {
+                package: "node-peers",
+                binary: name,
+            },
+            runtime: Some(Runtime::Node),
+            needs: Some("node"),
+            ..builtin(name)
         };
         Registry {
             kinds: vec![
@@ -134,6 +169,17 @@ impl Default for Registry {
                     ..builtin("prefork")
                 },
                 builtin("threadpool"),
+                ServerKind {
+                    single: true,
+                    ..node("node-single")
+                },
+                ServerKind {
+                    worker_processes: true,
+                    balances: &[Balance::Rr, Balance::Shared],
+                    flags: balanced_flags,
+                    ..node("node-cluster")
+                },
+                node("node-threads"),
             ],
         }
     }
@@ -154,6 +200,9 @@ impl Registry {
                 noop_only: false,
                 contract: false,
                 worker_processes: false,
+                single: false,
+                runtime: None,
+                needs: None,
                 balances: &[],
                 flags: no_flags,
             });
@@ -373,7 +422,18 @@ mod tests {
         );
         let mine = Template::parse("mine=./mine --port {port}").unwrap();
         let registry = Registry::with_templates(&[mine]).unwrap();
-        assert_eq!(registry.names(), ["bare", "prefork", "threadpool", "mine"]);
+        assert_eq!(
+            registry.names(),
+            [
+                "bare",
+                "prefork",
+                "threadpool",
+                "node-single",
+                "node-cluster",
+                "node-threads",
+                "mine"
+            ]
+        );
         let error = registry.select(&["nginx".into()]).unwrap_err();
         assert!(
             error.contains("unknown server `nginx`") && error.contains("mine"),

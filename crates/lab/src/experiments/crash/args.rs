@@ -8,11 +8,22 @@ use harness::capacity::Offered;
 use super::{Fault, Settings};
 use crate::args::{OutputArgs, ServerArgs, parse_duration, parse_rate, parse_share};
 
+/// The kinds a crash run has when `--models` is not given. The Node kinds
+/// are skipped, with one line, where `node` is not on PATH.
+pub const DEFAULT_KINDS: [&str; 5] = [
+    "prefork",
+    "threadpool",
+    "node-single",
+    "node-cluster",
+    "node-threads",
+];
+
 /// `lab crash`'s flags. Every one has a default; with none, every fault
 /// runs on both models (about 2 minutes on 2 cores).
 #[derive(Args, Debug, Clone)]
 pub struct CrashArgs {
-    /// Server kinds [default: prefork,threadpool], and any added with
+    /// Server kinds [default: prefork, threadpool, and, where `node` is on
+    /// PATH, node-single, node-cluster, node-threads], and any added with
     /// --server. (bare has no /crash.)
     #[arg(long, value_delimiter = ',', value_name = "NAME,..")]
     pub models: Vec<String>,
@@ -81,7 +92,7 @@ impl CrashArgs {
     pub fn settings(&self) -> Result<Settings, String> {
         let servers = self.servers.settings()?;
         let names = if self.models.is_empty() {
-            vec!["prefork".to_owned(), "threadpool".to_owned()]
+            DEFAULT_KINDS.map(String::from).to_vec()
         } else {
             self.models.clone()
         };
@@ -92,7 +103,7 @@ impl CrashArgs {
             self.faults.clone()
         };
         let settings = Settings {
-            pairs: super::pairs(&kinds, &faults)?,
+            pairs: super::pairs(&kinds, &faults, !self.models.is_empty())?,
             kinds,
             workers: self.workers,
             concurrency: self.concurrency,

@@ -147,7 +147,13 @@ impl Settings {
 }
 
 /// The (kind, fault) pairs to run, in order, or why the flags make none.
-fn pairs(kinds: &[ServerKind], faults: &[Fault]) -> Result<Vec<(ServerKind, Fault)>, String> {
+/// A kind the user named must take at least one of the faults; a default
+/// kind that takes none of them is left out.
+fn pairs(
+    kinds: &[ServerKind],
+    faults: &[Fault],
+    named: bool,
+) -> Result<Vec<(ServerKind, Fault)>, String> {
     let mut pairs: Vec<(ServerKind, Fault)> = Vec::new();
     for kind in kinds {
         if kind.noop_only {
@@ -161,6 +167,9 @@ fn pairs(kinds: &[ServerKind], faults: &[Fault]) -> Result<Vec<(ServerKind, Faul
             .copied()
             .filter(|f| f.applies_to(kind))
             .collect();
+        if mine.is_empty() && !named {
+            continue;
+        }
         if mine.is_empty() {
             return Err(format!(
                 "--faults: none of them applies to {} (only kinds with worker processes can be killed)",
@@ -237,7 +246,7 @@ pub fn main(args: &CrashArgs, lab_exe: PathBuf) -> Result<CrashRun, Error> {
             recover_threshold: RECOVERY.threshold,
             recover_sustain_windows: RECOVERY.sustain,
             baseline_from_s: BASELINE_FROM_S,
-            servers: servers.params(),
+            servers: servers.params(&kinds),
         },
         results: Vec::new(),
     };
@@ -316,10 +325,14 @@ mod tests {
     }
 
     #[test]
-    fn the_default_plan_is_every_fault_on_both_models() {
+    fn the_default_plan_is_every_fault_each_kind_can_take() {
         let pairs = names(&settings(&[]).unwrap());
-        assert_eq!(pairs.len(), 6 + 5);
+        // prefork and node-cluster have worker processes to kill; the
+        // others take the five /crash faults.
+        assert_eq!(pairs.len(), 6 + 5 + 5 + 6 + 5);
         assert!(!pairs.contains(&("threadpool".into(), Fault::Kill)));
+        assert!(!pairs.contains(&("node-single".into(), Fault::Kill)));
+        assert!(pairs.contains(&("node-cluster".into(), Fault::Kill)));
     }
 
     #[test]
@@ -327,13 +340,26 @@ mod tests {
         assert!(settings(&["--models", "bare"]).is_err());
         assert!(settings(&["--models", "threadpool", "--faults", "kill"]).is_err());
         assert!(settings(&["--before", "100ms"]).is_err());
-        let mixed = settings(&["--faults", "kill,panic"]).unwrap();
+        let mixed =
+            settings(&["--models", "prefork,threadpool", "--faults", "kill,panic"]).unwrap();
         assert_eq!(
             names(&mixed),
             [
                 ("prefork".into(), Fault::Kill),
                 ("prefork".into(), Fault::Panic),
                 ("threadpool".into(), Fault::Panic)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_default_kind_that_takes_none_of_the_faults_is_left_out() {
+        let kills = names(&settings(&["--faults", "kill"]).unwrap());
+        assert_eq!(
+            kills,
+            [
+                ("prefork".into(), Fault::Kill),
+                ("node-cluster".into(), Fault::Kill)
             ]
         );
     }

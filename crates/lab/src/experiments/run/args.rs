@@ -7,6 +7,17 @@ use clap::Args;
 use super::plan::{Plan, Profile, Workload};
 use crate::args::{OutputArgs, ServerArgs, parse_duration};
 
+/// The kinds a run has when `--models` is not given. The Node kinds are
+/// skipped, with one line, where `node` is not on PATH.
+pub const DEFAULT_KINDS: [&str; 6] = [
+    "bare",
+    "prefork",
+    "threadpool",
+    "node-single",
+    "node-cluster",
+    "node-threads",
+];
+
 /// `lab run`'s flags. Lists are comma-separated (`--workers 1,2,4`).
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -14,9 +25,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub quick: bool,
 
-    /// Server kinds to run [default: bare,prefork,threadpool], and any added
-    /// with --server. `bare`, the no-op ceiling, runs only the noop
-    /// workload; its other cells are skipped.
+    /// Server kinds to run [default: bare, prefork, threadpool, and, where
+    /// `node` is on PATH, node-single, node-cluster, node-threads], and any
+    /// added with --server. `bare`, the no-op ceiling, runs only the noop
+    /// workload; node-single, which has no workers, runs at one worker only.
     #[arg(long, value_delimiter = ',', value_name = "NAME,..")]
     pub models: Vec<String>,
 
@@ -96,7 +108,7 @@ impl RunArgs {
         };
         let servers = self.servers.settings()?;
         let names = if self.models.is_empty() {
-            ["bare", "prefork", "threadpool"].map(String::from).to_vec()
+            DEFAULT_KINDS.map(String::from).to_vec()
         } else {
             self.models.clone()
         };

@@ -1,7 +1,9 @@
 //! From what a cell measured to what `run.json` says about it: a pure
 //! function, so every figure's arithmetic is tested without a server.
 
-use harness::kernel;
+use std::collections::BTreeMap;
+
+use harness::kernel::{self, Runtime};
 use harness::record::CellStatus;
 
 use super::measure::Measured;
@@ -9,11 +11,11 @@ use super::plan::{Cell, Workload};
 use super::report::{CellRecord, CpuRecord, Efficiency, MemoryRecord};
 
 /// What the ceilings of a run rest on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Ceilings {
-    /// One `/cpu` request's cost on one core, in seconds (measured
-    /// in-process), if a cpu cell runs.
-    pub cpu_cost_s: Option<f64>,
+    /// One `/cpu` request's cost on one core, in seconds, in each runtime,
+    /// measured in that runtime (when a cpu cell runs).
+    pub cpu_cost_s: BTreeMap<Runtime, f64>,
     pub cores: usize,
     pub io_ms: u32,
 }
@@ -78,12 +80,17 @@ pub fn cell_record(cell: &Cell, measured: Measured, ceilings: &Ceilings) -> Cell
 }
 
 /// How close `rps` came to the cell's ceiling: cpu (usable cores over the
-/// kernel's cost) or io (Little's law); none for noop and mixed.
+/// kernel's cost in the kind's own runtime; none for a kind whose runtime is
+/// unknown) or io (Little's law); none for noop and mixed.
 fn efficiency(cell: &Cell, rps: f64, ceilings: &Ceilings) -> Option<Efficiency> {
     let (kind, ceiling) = match cell.workload {
         Workload::Cpu => (
             "cpu",
-            kernel::cpu_ceiling_rps(cell.workers, ceilings.cores, ceilings.cpu_cost_s?),
+            kernel::cpu_ceiling_rps(
+                cell.workers,
+                ceilings.cores,
+                *ceilings.cpu_cost_s.get(&cell.kind.runtime?)?,
+            ),
         ),
         Workload::Io => (
             "io",
@@ -103,11 +110,16 @@ mod tests {
     use super::*;
     use harness::loadgen::{LoadOutcome, LoadSummary};
     use harness::procs::Memory;
-    use harness::servers::Registry;
+    use harness::servers::{Registry, Template};
 
     fn cell(workload: Workload, workers: u16) -> Cell {
+        kind_cell("prefork", workload, workers)
+    }
+
+    fn kind_cell(kind: &str, workload: Workload, workers: u16) -> Cell {
+        let registry = Registry::with_templates(&[Template::parse("mine=./mine").unwrap()]);
         Cell {
-            kind: Registry::default().get("prefork").unwrap().clone(),
+            kind: registry.unwrap().get(kind).unwrap().clone(),
             workload,
             workers,
             concurrency: 100,
@@ -140,15 +152,19 @@ mod tests {
         }
     }
 
-    const CEILINGS: Ceilings = Ceilings {
-        cpu_cost_s: Some(0.002),
-        cores: 2,
-        io_ms: 20,
-    };
+    fn ceilings() -> Ceilings {
+        Ceilings {
+            cpu_cost_s: [(Runtime::Rust, 0.002), (Runtime::Node, 0.004)]
+                .into_iter()
+                .collect(),
+            cores: 2,
+            io_ms: 20,
+        }
+    }
 
     #[test]
     fn a_clean_cell_is_ok_with_its_figures() {
-        let record = cell_record(&cell(Workload::Cpu, 4), measured(900.0), &CEILINGS);
+        let record = cell_record(&cell(Workload::Cpu, 4), measured(900.0), &ceilings());
         assert_eq!(record.status, CellStatus::Ok);
         // 4 workers on 2 cores use 2: 2 / 2 ms = 1000 req/s.
         let efficiency = record.efficiency.unwrap();
@@ -160,11 +176,29 @@ mod tests {
     }
 
     #[test]
+    fn each_runtime_is_held_to_its_own_kernel_cost() {
+        let node = cell_record(
+            &kind_cell("node-cluster", Workload::Cpu, 2),
+            measured(450.0),
+            &ceilings(),
+        );
+        // 2 cores / 4 ms (Node's cost) = 500 req/s.
+        assert_eq!(node.efficiency.unwrap().ceiling_rps, 500.0);
+        // A template's runtime is unknown: no ceiling, rather than a guess.
+        let mine = cell_record(
+            &kind_cell("mine", Workload::Cpu, 2),
+            measured(450.0),
+            &ceilings(),
+        );
+        assert!(mine.efficiency.is_none());
+    }
+
+    #[test]
     fn io_cells_are_held_to_littles_law_and_noop_to_nothing() {
-        let io = cell_record(&cell(Workload::Io, 1), measured(4000.0), &CEILINGS);
+        let io = cell_record(&cell(Workload::Io, 1), measured(4000.0), &ceilings());
         // 100 connections / 20 ms = 5000 req/s.
         assert_eq!(io.efficiency.unwrap().ceiling_rps, 5000.0);
-        let noop = cell_record(&cell(Workload::Noop, 1), measured(4000.0), &CEILINGS);
+        let noop = cell_record(&cell(Workload::Noop, 1), measured(4000.0), &ceilings());
         assert!(noop.efficiency.is_none());
     }
 
@@ -173,13 +207,13 @@ mod tests {
         let mut bad_exit = measured(1.0);
         bad_exit.exit_code = Some(1);
         bad_exit.stderr_tail = vec!["boom".into()];
-        let record = cell_record(&cell(Workload::Noop, 1), bad_exit, &CEILINGS);
+        let record = cell_record(&cell(Workload::Noop, 1), bad_exit, &ceilings());
         assert_eq!(record.status, CellStatus::Failed);
         assert!(record.error.unwrap().contains("exited with 1"));
         assert_eq!(record.stderr_tail, ["boom"]);
         let mut leftover = measured(1.0);
         leftover.left_running = vec![42];
-        let record = cell_record(&cell(Workload::Noop, 1), leftover, &CEILINGS);
+        let record = cell_record(&cell(Workload::Noop, 1), leftover, &ceilings());
         assert!(record.error.unwrap().contains("[42]"));
     }
 }

@@ -15,6 +15,7 @@ pub mod measure;
 pub mod plan;
 pub mod report;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use harness::kernel;
@@ -67,34 +68,49 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
     .map_err(Error::OwnExe)?;
     let plan = plan::Plan { kinds, ..plan };
 
-    // The cpu workload's size and cost, timed in this process.
+    // The cpu workload's size (calibrated in Rust), and its cost in each
+    // runtime that serves it, timed in that runtime.
     let cpu_iters = plan
         .cpu_iters
         .unwrap_or_else(|| kernel::calibrate_iters(0.0015));
-    let kernel_cost = plan
+    let mut kernel_costs = BTreeMap::new();
+    if plan
         .workloads
         .iter()
         .any(|w| matches!(w, Workload::Cpu | Workload::Mixed))
-        .then(|| {
-            let runs: Vec<f64> = kernel::time_kernel(cpu_iters, 25)
-                .into_iter()
-                .map(|s| s * 1000.0)
-                .collect();
-            KernelCost {
-                iters: cpu_iters,
-                median_ms: kernel::median(&runs).unwrap_or(f64::NAN),
-                runs_ms: runs,
+    {
+        for runtime in plan.kinds.iter().filter_map(|k| k.runtime) {
+            if kernel_costs.contains_key(&runtime) {
+                continue;
             }
-        });
-    if let Some(k) = &kernel_cost {
-        tracing::info!(
-            iters = k.iters,
-            median_ms = format!("{:.3}", k.median_ms),
-            "cpu kernel timed"
-        );
+            match kernel::time_kernel_in(runtime, cpu_iters, 25) {
+                Ok(runs) => {
+                    let runs_ms: Vec<f64> = runs.into_iter().map(|s| s * 1000.0).collect();
+                    let cost = KernelCost {
+                        iters: cpu_iters,
+                        median_ms: kernel::median(&runs_ms).unwrap_or(f64::NAN),
+                        runs_ms,
+                    };
+                    tracing::info!(
+                        ?runtime,
+                        iters = cost.iters,
+                        median_ms = format!("{:.3}", cost.median_ms),
+                        "cpu kernel timed"
+                    );
+                    kernel_costs.insert(runtime, cost);
+                }
+                Err(e) => tracing::warn!(
+                    "cannot time the cpu kernel in {runtime:?}: {}; its cpu cells get no efficiency",
+                    harness::record::chain(&e)
+                ),
+            }
+        }
     }
     let ceilings = Ceilings {
-        cpu_cost_s: kernel_cost.as_ref().map(|k| k.median_ms / 1000.0),
+        cpu_cost_s: kernel_costs
+            .iter()
+            .map(|(&runtime, k)| (runtime, k.median_ms / 1000.0))
+            .collect(),
         cores: session.meta.machine.logical_cores,
         io_ms: plan.io_ms,
     };
@@ -115,9 +131,9 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
             ready_timeout_s: plan.servers.ready_timeout.as_secs_f64(),
             grace_ms: measure::GRACE_MS,
             sample_interval_ms: measure::SAMPLE_INTERVAL.as_millis() as u64,
-            servers: servers.params(),
+            servers: servers.params(&plan.kinds),
         },
-        cpu_kernel: kernel_cost,
+        cpu_kernels: kernel_costs,
         cells: Vec::new(),
     };
     let setup = measure::Setup {

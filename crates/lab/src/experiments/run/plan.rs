@@ -138,8 +138,14 @@ impl Plan {
     pub fn cells(&self) -> Vec<Cell> {
         let mut cells = Vec::new();
         for kind in &self.kinds {
+            // A kind without workers runs once per workload, at one.
+            let workers = if kind.single {
+                &[1][..]
+            } else {
+                &self.workers[..]
+            };
             for &workload in self.workloads.iter().filter(|&&w| serves(kind, w)) {
-                for &workers in &self.workers {
+                for &workers in workers {
                     let concurrency = if self.concurrency.is_empty() {
                         vec![workload.default_concurrency()]
                     } else {
@@ -185,10 +191,17 @@ mod tests {
     }
 
     #[test]
-    fn default_profile_is_both_models_three_workloads_three_sizes_and_bare_noop() {
+    fn default_profile_is_every_kind_three_workloads_three_sizes_bare_noop_node_single_once() {
         let default = plan(&[]).unwrap();
         let cells = default.cells();
-        assert_eq!(cells.len(), 2 * 3 * 3 + 3);
+        // prefork, threadpool, node-cluster, node-threads: 3 workloads x
+        // 3 sizes; bare: noop x 3 sizes; node-single: 3 workloads at 1.
+        assert_eq!(cells.len(), 4 * 3 * 3 + 3 + 3);
+        let single: Vec<&Cell> = cells
+            .iter()
+            .filter(|c| c.kind.name == "node-single")
+            .collect();
+        assert!(single.iter().all(|c| c.workers == 1));
         let bare: Vec<&Cell> = cells.iter().filter(|c| c.kind.name == "bare").collect();
         assert_eq!(bare.len(), 3);
         assert!(bare.iter().all(|c| c.workload == Workload::Noop));
@@ -196,7 +209,7 @@ mod tests {
         let io = cells.iter().find(|c| c.workload == Workload::Io).unwrap();
         assert_eq!(io.concurrency, 512);
         let quick = plan(&["--quick"]).unwrap();
-        assert_eq!(quick.cells().len(), 2 * 3 * 2 + 2);
+        assert_eq!(quick.cells().len(), 4 * 3 * 2 + 2 + 3);
     }
 
     #[test]

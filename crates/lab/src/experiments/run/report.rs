@@ -7,9 +7,11 @@
 //! [`super::figures`] turns it into a [`CellRecord`], so the file format
 //! changes only on purpose (and then `SCHEMA_VERSION` changes).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use harness::kernel::Runtime;
 use harness::loadgen::LoadSummary;
 use harness::procs;
 use harness::record::{
@@ -32,8 +34,9 @@ pub struct RunRecord {
     #[serde(flatten)]
     pub meta: RunMeta,
     pub params: Params,
-    /// The in-process timing of the `/cpu` kernel, if a cpu cell ran.
-    pub cpu_kernel: Option<KernelCost>,
+    /// The `/cpu` kernel timed in each runtime that served cpu cells, in
+    /// that runtime.
+    pub cpu_kernels: BTreeMap<Runtime, KernelCost>,
     pub cells: Vec<CellRecord>,
 }
 
@@ -223,6 +226,18 @@ pub fn render(cells: &[CellRecord], style: TableStyle) -> String {
     render_table(&COLUMNS, table_rows(cells), 2, style)
 }
 
+/// ` (1.52 ms in Rust, 4.40 ms in Node on one core here)`, or nothing.
+fn kernel_costs(kernels: &BTreeMap<Runtime, KernelCost>) -> String {
+    if kernels.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = kernels
+        .iter()
+        .map(|(runtime, k)| format!("{:.2} ms in {runtime:?}", k.median_ms))
+        .collect();
+    format!(" ({} on one core here)", each.join(", "))
+}
+
 fn summary_markdown(run: &RunRecord) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# lab run `{}`\n", run.meta.name);
@@ -238,10 +253,7 @@ fn summary_markdown(run: &RunRecord) -> String {
         run.params.duration_s,
         run.params.warmup_s,
         run.params.cpu_iters,
-        run.cpu_kernel
-            .as_ref()
-            .map(|k| format!(" ({:.2} ms on one core here)", k.median_ms))
-            .unwrap_or_default(),
+        kernel_costs(&run.cpu_kernels),
         run.params.io_ms,
         run.params.servers.describe(),
     );
@@ -502,9 +514,10 @@ mod tests {
                     dataset_mb: 0,
                     dataset_load: Default::default(),
                     templates: Default::default(),
+                    node_version: None,
                 },
             },
-            cpu_kernel: None,
+            cpu_kernels: BTreeMap::new(),
             cells: vec![ok_cell(), failed_cell()],
         };
         let text = serde_json::to_string(&run).unwrap();

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use indicatif::{ProgressBar, ProgressStyle};
+
 use crate::clock::now_rfc3339;
 use crate::record::{Machine, RunMeta};
 
@@ -76,6 +78,47 @@ impl Session {
 
     pub fn is_interrupted(&self) -> bool {
         self.interrupted.load(Ordering::Relaxed)
+    }
+
+    /// The run loop every experiment shares: `trial` on each item in order,
+    /// under a progress bar, until all are done or Ctrl-C. `trial` returns
+    /// `Ok(false)` when it was interrupted half-way (its numbers would be cut
+    /// short, so it recorded nothing); it logs through the bar it is given
+    /// ([`ProgressBar::suspend`]) so lines and bar do not mix.
+    pub fn each<T, E>(
+        &self,
+        items: &[T],
+        label: impl Fn(&T) -> String,
+        mut trial: impl FnMut(&T, &ProgressBar) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let progress = ProgressBar::new(items.len() as u64);
+        progress.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        for item in items {
+            if self.is_interrupted() {
+                break;
+            }
+            progress.set_message(label(item));
+            if !trial(item, &progress)? {
+                break;
+            }
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        Ok(())
+    }
+
+    /// Stamps how the run ended into `meta`, and warns again if the tree
+    /// was dirty, now that the results are on screen.
+    pub fn finish(&self, meta: &mut RunMeta) {
+        meta.interrupted = self.is_interrupted();
+        meta.complete = !meta.interrupted;
+        if meta.dirty {
+            tracing::warn!("the tree was dirty (uncommitted changes): do not quote these numbers");
+        }
     }
 }
 

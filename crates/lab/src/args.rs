@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use harness::servers::{Registry, ServerOptions, Template};
+use harness::servers::{Registry, ServerKind, ServerOptions, Servers, Template};
 use service::contract::{Balance, DatasetLoad};
 
 /// How the servers are found, started and configured.
@@ -78,6 +78,26 @@ impl ServerArgs {
             server_dir: self.server_dir.clone(),
             ready_timeout: self.ready_timeout,
         })
+    }
+}
+
+impl ServerSettings {
+    /// Prepares the servers of `kinds` (see [`Servers::prepare`]); returns
+    /// them with the kinds that can run here.
+    pub fn prepare(
+        &self,
+        kinds: &[ServerKind],
+    ) -> Result<(Servers, Vec<ServerKind>), crate::Error> {
+        let mut kinds = kinds.to_vec();
+        let servers = Servers::prepare(
+            self.registry.clone(),
+            &mut kinds,
+            self.options.clone(),
+            self.server_dir.clone(),
+            self.ready_timeout,
+        )
+        .map_err(crate::Error::OwnExe)?;
+        Ok((servers, kinds))
     }
 }
 

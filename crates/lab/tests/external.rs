@@ -146,7 +146,7 @@ fn a_template_whose_program_is_missing_is_skipped_and_the_run_goes_on() {
     assert!(left.is_empty(), "left running: {left:?}");
     let skipped: Vec<&str> = stderr.lines().filter(|l| l.contains("ghost")).collect();
     assert_eq!(skipped.len(), 1, "{stderr}");
-    assert!(skipped[0].contains("skipping server `ghost`"), "{stderr}");
+    assert!(skipped[0].contains("skipping `ghost`"), "{stderr}");
     let text = std::fs::read_to_string(out.join("t/run.json")).unwrap();
     let run: RunRecord = serde_json::from_str(&text).unwrap();
     assert_eq!(run.params.models, ["bare"]);

@@ -31,7 +31,7 @@ use clap::ValueEnum;
 use harness::capacity::Offered;
 use harness::kernel;
 use harness::record::CellStatus;
-use harness::servers::{ServerKind, Servers};
+use harness::servers::ServerKind;
 use harness::session::{self, Session};
 use harness::timeline::RecoveryRule;
 use serde::{Deserialize, Serialize};
@@ -198,15 +198,7 @@ pub fn main(args: &CrashArgs, lab_exe: PathBuf) -> Result<CrashRun, Error> {
         .clone()
         .unwrap_or_else(|| session::default_name("crash"));
     let session = Session::open(&args.output.out, &name, lab_exe)?;
-    let mut kinds = settings.kinds.clone();
-    let servers = Servers::prepare(
-        settings.servers.registry.clone(),
-        &mut kinds,
-        settings.servers.options.clone(),
-        settings.servers.server_dir.clone(),
-        settings.servers.ready_timeout,
-    )
-    .map_err(Error::OwnExe)?;
+    let (servers, kinds) = settings.servers.prepare(&settings.kinds)?;
     let pairs: Vec<(ServerKind, Fault)> = settings
         .pairs
         .iter()
@@ -263,40 +255,40 @@ pub fn main(args: &CrashArgs, lab_exe: PathBuf) -> Result<CrashRun, Error> {
         })
     };
     write(&run)?;
-    for (i, (kind, fault)) in pairs.iter().enumerate() {
-        if session.is_interrupted() {
-            break;
-        }
-        tracing::info!("[{}/{}] {} {fault}", i + 1, pairs.len(), kind.name);
-        let Some(observed) = measure::fault(&setup, kind, *fault) else {
-            break;
-        };
-        let record = figures::fault_record(&kind.name, *fault, observed, &figures::RULES);
-        if record.status == CellStatus::Ok {
-            tracing::info!(
-                "{} {fault}: {}  {}",
-                kind.name,
-                record.timeline,
-                report::summary_line(&record)
-            );
-        } else {
-            tracing::warn!(
-                "{} {fault} failed: {}",
-                kind.name,
-                record.error.as_deref().unwrap_or("?")
-            );
-        }
-        run.results.push(record);
-        write(&run)?;
-    }
-    run.meta.interrupted = session.is_interrupted();
-    run.meta.complete = !run.meta.interrupted;
+    let label = |(kind, fault): &(ServerKind, Fault)| format!("{} {fault}", kind.name);
+    session.each(
+        &pairs,
+        label,
+        |(kind, fault), progress| -> Result<bool, Error> {
+            let Some(observed) = measure::fault(&setup, kind, *fault) else {
+                return Ok(false);
+            };
+            let record = figures::fault_record(&kind.name, *fault, observed, &figures::RULES);
+            progress.suspend(|| {
+                if record.status == CellStatus::Ok {
+                    tracing::info!(
+                        "{} {fault}: {}  {}",
+                        kind.name,
+                        record.timeline,
+                        report::summary_line(&record)
+                    );
+                } else {
+                    tracing::warn!(
+                        "{} {fault} failed: {}",
+                        kind.name,
+                        record.error.as_deref().unwrap_or("?")
+                    );
+                }
+            });
+            run.results.push(record);
+            write(&run)?;
+            Ok(true)
+        },
+    )?;
+    session.finish(&mut run.meta);
     write(&run)?;
     println!("{}", report::render_markdown(&run));
     println!("results in {}", session.dir.display());
-    if run.meta.dirty {
-        eprintln!("warning: the tree was dirty (uncommitted changes): do not quote these numbers");
-    }
     Ok(run)
 }
 

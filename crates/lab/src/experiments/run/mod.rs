@@ -20,9 +20,7 @@ use std::path::PathBuf;
 
 use harness::kernel;
 use harness::record::{CellStatus, TableStyle};
-use harness::servers::Servers;
 use harness::session::{self, Session};
-use indicatif::{ProgressBar, ProgressStyle};
 
 pub use args::RunArgs;
 
@@ -57,15 +55,7 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
         .clone()
         .unwrap_or_else(|| session::default_name(plan.profile.name()));
     let session = Session::open(&args.output.out, &name, lab_exe)?;
-    let mut kinds = plan.kinds.clone();
-    let servers = Servers::prepare(
-        plan.servers.registry.clone(),
-        &mut kinds,
-        plan.servers.options.clone(),
-        plan.servers.server_dir.clone(),
-        plan.servers.ready_timeout,
-    )
-    .map_err(Error::OwnExe)?;
+    let (servers, kinds) = plan.servers.prepare(&plan.kinds)?;
     let plan = plan::Plan { kinds, ..plan };
 
     // The cpu workload's size (calibrated in Rust), and its cost in each
@@ -151,37 +141,25 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
         })
     };
 
-    let cells = plan.cells();
-    let progress = ProgressBar::new(cells.len() as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
     write(&record)?;
-    for cell in &cells {
-        if session.is_interrupted() {
-            break;
-        }
-        progress.set_message(cell.to_string());
-        let Some(measured) = measure::cell(&setup, cell) else {
-            break;
-        };
-        let cell_record = figures::cell_record(cell, measured, &ceilings);
-        progress.suspend(|| log_cell(&cell_record));
-        record.cells.push(cell_record);
-        write(&record)?;
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
-    record.meta.interrupted = session.is_interrupted();
-    record.meta.complete = !record.meta.interrupted;
+    session.each(
+        &plan.cells(),
+        ToString::to_string,
+        |cell, progress| -> Result<bool, Error> {
+            let Some(measured) = measure::cell(&setup, cell) else {
+                return Ok(false);
+            };
+            let cell_record = figures::cell_record(cell, measured, &ceilings);
+            progress.suspend(|| log_cell(&cell_record));
+            record.cells.push(cell_record);
+            write(&record)?;
+            Ok(true)
+        },
+    )?;
+    session.finish(&mut record.meta);
     write(&record)?;
     println!("{}", report::render(&record.cells, TableStyle::Terminal));
     println!("results in {}", session.dir.display());
-    if record.meta.dirty {
-        eprintln!("warning: the tree was dirty (uncommitted changes): do not quote these numbers");
-    }
     Ok(Outcome {
         dir: session.dir.clone(),
         record,

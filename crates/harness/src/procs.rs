@@ -118,10 +118,53 @@ pub fn read_memory(pid: i32) -> Option<Memory> {
     Some(Memory::from_rollup(&map.extension.map))
 }
 
-/// One process's user + system CPU seconds, all threads included.
-pub fn cpu_seconds(pid: i32) -> Option<f64> {
-    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-    Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+/// Counters that only grow, summed over a process group: CPU time, split
+/// into user and system, and context switches over every thread of every
+/// process. Only their differences mean something.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counters {
+    pub user_s: f64,
+    pub system_s: f64,
+    /// Switches away because the thread waited (I/O, a lock, a channel).
+    pub voluntary: u64,
+    /// Switches away because the scheduler preempted the thread.
+    pub involuntary: u64,
+}
+
+impl Counters {
+    /// What grew from `before` to `self`. A process that ended in between
+    /// took its counts with it, so a figure can shrink: never below zero.
+    pub fn since(self, before: Counters) -> Counters {
+        Counters {
+            user_s: (self.user_s - before.user_s).max(0.0),
+            system_s: (self.system_s - before.system_s).max(0.0),
+            voluntary: self.voluntary.saturating_sub(before.voluntary),
+            involuntary: self.involuntary.saturating_sub(before.involuntary),
+        }
+    }
+}
+
+/// The [`Counters`] of group `pgid` now.
+pub fn counters(pgid: i32) -> Counters {
+    let ticks = procfs::ticks_per_second() as f64;
+    let mut total = Counters::default();
+    for entry in group(pgid, &process_table()) {
+        let Ok(process) = procfs::process::Process::new(entry.pid) else {
+            continue;
+        };
+        if let Ok(stat) = process.stat() {
+            total.user_s += stat.utime as f64 / ticks;
+            total.system_s += stat.stime as f64 / ticks;
+        }
+        // Per thread: a process's own status counts only its main thread.
+        for task in process.tasks().into_iter().flatten().flatten() {
+            if let Ok(status) = task.status() {
+                total.voluntary += status.voluntary_ctxt_switches.unwrap_or(0);
+                total.involuntary += status.nonvoluntary_ctxt_switches.unwrap_or(0);
+            }
+        }
+    }
+    total
 }
 
 /// A server's processes at one instant.
@@ -129,18 +172,15 @@ pub fn cpu_seconds(pid: i32) -> Option<f64> {
 pub struct TreeSample {
     pub processes: Vec<ProcEntry>,
     pub memory: Memory,
-    pub cpu_seconds: f64,
 }
 
 /// Reads process group `pgid` now.
 pub fn sample_group(pgid: i32) -> TreeSample {
     let processes = group(pgid, &process_table());
     let memory = sum_memory(processes.iter().map(|p| read_memory(p.pid)));
-    let cpu_seconds = processes.iter().filter_map(|p| cpu_seconds(p.pid)).sum();
     TreeSample {
         processes,
         memory,
-        cpu_seconds,
     }
 }
 
@@ -315,6 +355,26 @@ mod tests {
                 uss: 300
             }
         );
+    }
+
+    #[test]
+    fn counters_grow_and_their_difference_never_goes_negative() {
+        let pgid = nix::unistd::getpgrp().as_raw();
+        let before = counters(pgid);
+        // Burn some CPU and switch a few times.
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        for _ in 0..5 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let grown = counters(pgid).since(before);
+        assert!(grown.user_s + grown.system_s > 0.0, "{grown:?}");
+        assert!(grown.voluntary >= 5, "{grown:?}");
+        let shrunk = before.since(counters(pgid));
+        assert_eq!(shrunk, Counters::default());
     }
 
     #[test]

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use harness::kernel::{self, Runtime};
+use harness::loadgen::LoadSummary;
 use harness::record::CellStatus;
 
 use super::measure::Measured;
 use super::plan::{Cell, Workload};
-use super::report::{CellRecord, CpuRecord, Efficiency, MemoryRecord};
+use super::report::{Bound, BoundBy, CellRecord, CpuRecord, Efficiency, MemoryRecord, PerRequest};
 
 /// What the ceilings of a run rest on.
 #[derive(Clone, Debug)]
@@ -44,6 +45,22 @@ pub fn cell_record(cell: &Cell, measured: Measured, ceilings: &Ceilings) -> Cell
         )
     };
     let load = measured.load;
+    let cpu = match (&load, measured.server) {
+        (Some(l), Some(server)) => Some(CpuRecord {
+            server_s: server.user_s + server.system_s,
+            server_user_s: server.user_s,
+            server_system_s: server.system_s,
+            server_voluntary_switches: server.voluntary,
+            server_involuntary_switches: server.involuntary,
+            loadgen_s: l.cpu_seconds,
+            wall_s: measured.load_wall_s,
+        }),
+        _ => None,
+    };
+    let efficiency = load
+        .as_ref()
+        .and_then(|l| efficiency(cell, l.summary.rps, ceilings));
+    let ok = load.as_ref().map_or(0, |l| l.summary.ok);
     CellRecord {
         model: cell.kind.name.clone(),
         workload: cell.workload,
@@ -52,17 +69,19 @@ pub fn cell_record(cell: &Cell, measured: Measured, ceilings: &Ceilings) -> Cell
         status,
         error,
         stderr_tail,
-        efficiency: load
-            .as_ref()
-            .and_then(|l| efficiency(cell, l.summary.rps, ceilings)),
-        cpu: match (&load, measured.server_cpu_s) {
-            (Some(l), Some(server_s)) => Some(CpuRecord {
-                server_s,
-                loadgen_s: l.cpu_seconds,
-                wall_s: measured.load_wall_s,
-            }),
+        per_request: cpu.as_ref().and_then(|c| per_request(c, ok)),
+        bound: match (&load, &cpu) {
+            (Some(l), Some(c)) => Some(bound(
+                cell,
+                &l.summary,
+                c,
+                efficiency.as_ref(),
+                ceilings.cores,
+            )),
             _ => None,
         },
+        efficiency,
+        cpu,
         memory: match (measured.idle, measured.peak) {
             (Some(idle), Some(peak)) => Some(MemoryRecord {
                 idle: idle.into(),
@@ -77,6 +96,90 @@ pub fn cell_record(cell: &Cell, measured: Measured, ceilings: &Ceilings) -> Cell
         left_running: measured.left_running,
         wall_s: measured.wall_s,
     }
+}
+
+/// The server's cost per 2xx answer; none when nothing was answered.
+fn per_request(cpu: &CpuRecord, ok: u64) -> Option<PerRequest> {
+    if ok == 0 {
+        return None;
+    }
+    let per = |total: f64| total / ok as f64;
+    Some(PerRequest {
+        cpu_us: per(cpu.server_s * 1e6),
+        user_us: per(cpu.server_user_s * 1e6),
+        system_us: per(cpu.server_system_s * 1e6),
+        voluntary_switches: per(cpu.server_voluntary_switches as f64),
+        involuntary_switches: per(cpu.server_involuntary_switches as f64),
+    })
+}
+
+/// A resource counts as the limit at this share of what could be used.
+const NEAR: f64 = 0.85;
+
+/// What limited the cell, checked in order: failures first (they make
+/// every other figure moot), then the server's cores, the load
+/// generator's, the two together, and the clients' concurrency.
+fn bound(
+    cell: &Cell,
+    summary: &LoadSummary,
+    cpu: &CpuRecord,
+    efficiency: Option<&Efficiency>,
+    cores: usize,
+) -> Bound {
+    let found = |by, evidence: String| Bound { by, evidence };
+    let answered = summary.ok + summary.non_2xx + summary.client_errors();
+    let failed = summary.non_2xx + summary.client_errors();
+    let refused = summary.status_codes.get("503").copied().unwrap_or(0);
+    if refused > 0 {
+        return found(BoundBy::Queue, format!("{refused} answers were 503"));
+    }
+    if answered > 0 && failed as f64 > 0.01 * answered as f64 {
+        return found(
+            BoundBy::Errors,
+            format!("{failed} of {answered} requests failed"),
+        );
+    }
+    if cpu.wall_s <= 0.0 {
+        return found(BoundBy::None, "no load time measured".into());
+    }
+    let machine = cores as f64;
+    let server = cpu.server_s / cpu.wall_s;
+    let loadgen = cpu.loadgen_s / cpu.wall_s;
+    let workers = if cell.kind.single { 1 } else { cell.workers };
+    let usable = f64::from(workers).min(machine);
+    if server >= NEAR * usable {
+        return found(
+            BoundBy::ServerCpu,
+            format!("server {server:.2} of {usable:.0} usable cores"),
+        );
+    }
+    // oha runs as many threads as there are cores.
+    if loadgen >= NEAR * machine {
+        return found(
+            BoundBy::Loadgen,
+            format!("load generator {loadgen:.2} of {machine:.0} cores"),
+        );
+    }
+    if server + loadgen >= NEAR * machine {
+        return found(
+            BoundBy::SharedCores,
+            format!("server {server:.2} + load generator {loadgen:.2} of {machine:.0} cores"),
+        );
+    }
+    if let Some(e) = efficiency.filter(|e| e.kind == "io" && e.value >= NEAR) {
+        return found(
+            BoundBy::Concurrency,
+            format!(
+                "{:.0}% of Little's law for {} connections",
+                e.value * 100.0,
+                cell.concurrency
+            ),
+        );
+    }
+    found(
+        BoundBy::None,
+        format!("server {server:.2}, load generator {loadgen:.2} of {machine:.0} cores"),
+    )
 }
 
 /// How close `rps` came to the cell's ceiling: cpu (usable cores over the
@@ -108,8 +211,8 @@ fn efficiency(cell: &Cell, rps: f64, ceilings: &Ceilings) -> Option<Efficiency> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use harness::loadgen::{LoadOutcome, LoadSummary};
-    use harness::procs::Memory;
+    use harness::loadgen::LoadOutcome;
+    use harness::procs::{Counters, Memory};
     use harness::servers::{Registry, Template};
 
     fn cell(workload: Workload, workers: u16) -> Cell {
@@ -137,11 +240,17 @@ mod tests {
             peak: Some(memory),
             samples: 3,
             processes: 2,
-            server_cpu_s: Some(1.5),
+            server: Some(Counters {
+                user_s: 1.2,
+                system_s: 0.3,
+                voluntary: 300,
+                involuntary: 30,
+            }),
             load_wall_s: 1.0,
             load: Some(LoadOutcome {
                 summary: LoadSummary {
                     rps,
+                    ok: 1000,
                     ..LoadSummary::default()
                 },
                 cpu_seconds: 0.5,
@@ -173,6 +282,96 @@ mod tests {
         let cpu = record.cpu.unwrap();
         assert_eq!((cpu.server_s, cpu.loadgen_s, cpu.wall_s), (1.5, 0.5, 1.0));
         assert_eq!(record.memory.unwrap().idle.pss_bytes, 4);
+        // 1.5 CPU seconds over 1000 answers.
+        let per = record.per_request.unwrap();
+        assert!((per.cpu_us - 1500.0).abs() < 1e-9, "{per:?}");
+        assert!((per.user_us - 1200.0).abs() < 1e-9 && (per.system_us - 300.0).abs() < 1e-9);
+        assert_eq!(
+            (per.voluntary_switches, per.involuntary_switches),
+            (0.3, 0.03)
+        );
+    }
+
+    /// A record with the server and load generator at these cores.
+    fn bound_of(kind: &str, workload: Workload, workers: u16, server: f64, loadgen: f64) -> Bound {
+        let mut seen = measured(500.0);
+        seen.server = Some(Counters {
+            user_s: server,
+            ..Counters::default()
+        });
+        if let Some(load) = seen.load.as_mut() {
+            load.cpu_seconds = loadgen;
+        }
+        cell_record(&kind_cell(kind, workload, workers), seen, &ceilings())
+            .bound
+            .unwrap()
+    }
+
+    #[test]
+    fn the_bound_is_the_resource_near_its_limit() {
+        // 1.9 of 2 usable cores: the server.
+        assert_eq!(
+            bound_of("prefork", Workload::Cpu, 2, 1.9, 0.1).by,
+            BoundBy::ServerCpu
+        );
+        // One worker can use one core, however many the machine has.
+        assert_eq!(
+            bound_of("prefork", Workload::Cpu, 1, 0.95, 0.1).by,
+            BoundBy::ServerCpu
+        );
+        // node-single has no workers: one core, whatever --workers says.
+        assert_eq!(
+            bound_of("node-single", Workload::Cpu, 4, 0.95, 0.1).by,
+            BoundBy::ServerCpu
+        );
+        // The load generator alone near the machine.
+        assert_eq!(
+            bound_of("prefork", Workload::Noop, 4, 0.2, 1.8).by,
+            BoundBy::Loadgen
+        );
+        // Neither alone, both together: the usual case on 2 cores.
+        let shared = bound_of("prefork", Workload::Noop, 4, 0.8, 1.0);
+        assert_eq!(shared.by, BoundBy::SharedCores);
+        assert_eq!(
+            shared.evidence,
+            "server 0.80 + load generator 1.00 of 2 cores"
+        );
+        assert_eq!(
+            bound_of("prefork", Workload::Noop, 4, 0.3, 0.3).by,
+            BoundBy::None
+        );
+    }
+
+    #[test]
+    fn failures_and_a_full_queue_come_before_any_core() {
+        let mut seen = measured(500.0);
+        if let Some(load) = seen.load.as_mut() {
+            load.summary.non_2xx = 40;
+            load.summary.status_codes.insert("503".into(), 40);
+        }
+        let record = cell_record(&cell(Workload::Cpu, 2), seen, &ceilings());
+        assert_eq!(record.bound.unwrap().by, BoundBy::Queue);
+        let mut seen = measured(500.0);
+        if let Some(load) = seen.load.as_mut() {
+            load.summary.errors.insert("connection refused".into(), 20);
+            load.summary
+                .errors
+                .insert("aborted due to deadline".into(), 900);
+        }
+        let record = cell_record(&cell(Workload::Cpu, 2), seen, &ceilings());
+        let bound = record.bound.unwrap();
+        assert_eq!(bound.by, BoundBy::Errors);
+        // Deadline cut-offs are not failures.
+        assert_eq!(bound.evidence, "20 of 1020 requests failed");
+    }
+
+    #[test]
+    fn an_io_cell_near_littles_law_is_bound_by_its_concurrency() {
+        // 100 connections / 20 ms = 5000 req/s; 4500 is 90% of it.
+        let mut seen = measured(4500.0);
+        seen.server = Some(Counters::default());
+        let record = cell_record(&cell(Workload::Io, 1), seen, &ceilings());
+        assert_eq!(record.bound.unwrap().by, BoundBy::Concurrency);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use harness::loadgen::{LoadOutcome, LoadSpec, LoadgenError};
-use harness::procs::{self, Memory, ProcEntry, Sampler};
+use harness::procs::{self, Counters, Memory, ProcEntry, Sampler};
 use harness::record::chain;
 use harness::servers::{ServerError, Servers, StartRequest};
 use harness::session::Session;
@@ -30,8 +30,9 @@ pub struct Measured {
     pub samples: u32,
     /// The most processes the server had at once.
     pub processes: usize,
-    /// CPU seconds of the server's processes during the measured load.
-    pub server_cpu_s: Option<f64>,
+    /// What the server's processes spent during the measured load: CPU
+    /// time and context switches.
+    pub server: Option<Counters>,
     /// Wall seconds of the measured load.
     pub load_wall_s: f64,
     pub load: Option<LoadOutcome>,
@@ -144,16 +145,14 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Measured) -> Result<(), Failure
             server.check_alive()?;
         }
 
-        let cpu_before = procs::sample_group(pgid).cpu_seconds;
+        let before = procs::counters(pgid);
         let load_started = Instant::now();
         let outcome = setup.session.load(&spec, "load")?.wait(interrupted)?;
         out.load_wall_s = load_started.elapsed().as_secs_f64();
+        out.server = Some(procs::counters(pgid).since(before));
         let after = procs::sample_group(pgid);
         server.check_alive()?;
         let sampled = sampler.stop();
-        // A worker replaced mid-load takes its CPU time with it; never
-        // report a negative figure.
-        out.server_cpu_s = Some((after.cpu_seconds - cpu_before).max(0.0));
         out.peak = Some(sampled.peak.max_each(after.memory));
         out.samples = sampled.samples + 1;
         out.processes = sampled.max_processes.max(after.processes.len());

@@ -83,6 +83,11 @@ pub struct CellRecord {
     pub memory: Option<MemoryRecord>,
     pub cpu: Option<CpuRecord>,
     pub efficiency: Option<Efficiency>,
+    /// What the server spent per 2xx answer: the figure that does not
+    /// depend on the load generator.
+    pub per_request: Option<PerRequest>,
+    /// What limited the cell, with the evidence.
+    pub bound: Option<Bound>,
     /// The server's exit code after SIGTERM (the contract says 0).
     pub exit_code: Option<i32>,
     /// Server processes still running after it exited (should be empty).
@@ -122,12 +127,77 @@ impl From<procs::Memory> for MemoryBytes {
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct CpuRecord {
-    /// User + system seconds of the server's tree during the measured load.
+    /// User + system seconds of the server's processes during the measured
+    /// load.
     pub server_s: f64,
+    pub server_user_s: f64,
+    pub server_system_s: f64,
+    /// Context switches of every thread of the server's processes during
+    /// the measured load: voluntary (it waited) and involuntary (preempted).
+    pub server_voluntary_switches: u64,
+    pub server_involuntary_switches: u64,
     /// User + system seconds of the load generator process (whole run).
     pub loadgen_s: f64,
     /// Wall seconds of the measured load, to turn seconds into cores.
     pub wall_s: f64,
+}
+
+/// The server's cost per 2xx answer during the measured load.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct PerRequest {
+    /// CPU microseconds (user + system), over every process and thread.
+    pub cpu_us: f64,
+    pub user_us: f64,
+    pub system_us: f64,
+    pub voluntary_switches: f64,
+    pub involuntary_switches: f64,
+}
+
+/// What limited a cell.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BoundBy {
+    /// More than 1% of the requests failed.
+    Errors,
+    /// The server refused work with 503: its queue was full.
+    Queue,
+    /// The server used nearly all the cores it can use.
+    ServerCpu,
+    /// The load generator used nearly all the cores it can use.
+    Loadgen,
+    /// Server and load generator together used nearly all the machine.
+    SharedCores,
+    /// The clients' concurrency: near Little's law for the wait.
+    Concurrency,
+    /// Nothing measured was near its limit.
+    None,
+}
+
+impl BoundBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            BoundBy::Errors => "errors",
+            BoundBy::Queue => "queue",
+            BoundBy::ServerCpu => "server cpu",
+            BoundBy::Loadgen => "loadgen",
+            BoundBy::SharedCores => "shared cores",
+            BoundBy::Concurrency => "concurrency",
+            BoundBy::None => "-",
+        }
+    }
+
+    /// Whether the cell's throughput says more about the machine and the
+    /// load generator than about the server.
+    pub fn not_the_server(self) -> bool {
+        matches!(self, BoundBy::Loadgen | BoundBy::SharedCores)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Bound {
+    pub by: BoundBy,
+    /// The figures behind it, in words.
+    pub evidence: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -154,7 +224,7 @@ pub fn write_all(dir: &Path, run: &RunRecord) -> std::io::Result<()> {
 
 /// The table's columns, shared by the terminal, Markdown and (with more
 /// columns) CSV.
-const COLUMNS: [&str; 14] = [
+const COLUMNS: [&str; 16] = [
     "model",
     "workload",
     "workers",
@@ -163,12 +233,14 @@ const COLUMNS: [&str; 14] = [
     "p50 ms",
     "p99 ms",
     "errors",
+    "CPU µs/req",
     "PSS idle MiB",
     "PSS peak MiB",
     "RSS peak MiB",
     "server cores",
     "loadgen cores",
     "efficiency",
+    "bound",
 ];
 
 /// Errors the reader should see: everything but the deadline cut-offs,
@@ -192,10 +264,14 @@ pub fn table_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
                 return failed_row(row, cell.error.as_deref(), COLUMNS.len());
             }
             let load = cell.load.clone().unwrap_or_default();
-            row.push(format!("{:.0}", load.rps));
+            // A throughput the load generator or the shared cores capped is
+            // the machine's, not the server's: marked, never shown bare.
+            let capped = cell.bound.as_ref().is_some_and(|b| b.by.not_the_server());
+            row.push(format!("{:.0}{}", load.rps, if capped { "*" } else { "" }));
             row.push(opt(load.latency_ms.p50, 2));
             row.push(opt(load.latency_ms.p99, 2));
             row.push(error_count(&load).to_string());
+            row.push(opt(cell.per_request.map(|p| p.cpu_us), 1));
             match &cell.memory {
                 Some(m) => {
                     row.push(mib(m.idle.pss_bytes));
@@ -215,6 +291,7 @@ pub fn table_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
                 Some(e) => format!("{:.0}% ({})", e.value * 100.0, e.kind),
                 None => "-".to_owned(),
             });
+            row.push(cell.bound.as_ref().map_or("-", |b| b.by.name()).to_owned());
             row
         })
         .collect()
@@ -262,9 +339,13 @@ fn summary_markdown(run: &RunRecord) -> String {
         "\n\nrps counts 2xx responses only. errors: non-2xx answers and client errors, not \
          counting requests cut off when the load's time ran out. Memory is summed over the \
          server's process tree; PSS splits shared pages among the processes that share them. \
-         cores: CPU seconds per wall second during the load. efficiency: rps over the \
-         machine's ceiling (cpu: usable cores / kernel cost; io: connections / wait, \
-         Little's law).\n",
+         cores: CPU seconds per wall second during the load. CPU µs/req: the server's CPU \
+         time (every process and thread, user + system) per 2xx answer, the figure that does \
+         not depend on the load generator. efficiency: rps over the machine's ceiling (cpu: \
+         usable cores / the kernel's cost in the server's own runtime; io: connections / \
+         wait, Little's law). bound: what limited the cell, with the evidence in run.json; \
+         rps marked * was capped by the load generator or by the cores it shares with the \
+         server, so it measures the machine, not the server: compare CPU µs/req instead.\n",
     );
     for cell in run.cells.iter().filter(|c| c.status == CellStatus::Failed) {
         let _ = writeln!(
@@ -288,7 +369,9 @@ pub fn csv(cells: &[CellRecord]) -> String {
     let header = "model,workload,workers,concurrency,status,rps,ok,non_2xx,client_errors,\
                   p50_ms,p90_ms,p99_ms,max_ms,rss_idle_bytes,pss_idle_bytes,uss_idle_bytes,\
                   rss_peak_bytes,pss_peak_bytes,uss_peak_bytes,server_cpu_s,loadgen_cpu_s,\
-                  load_s,efficiency_kind,ceiling_rps,efficiency,exit_code,error\n";
+                  load_s,efficiency_kind,ceiling_rps,efficiency,cpu_us_per_req,user_us_per_req,\
+                  system_us_per_req,voluntary_switches_per_req,involuntary_switches_per_req,\
+                  bound,exit_code,error\n";
     let mut out = String::from(header);
     for cell in cells {
         let load = cell.load.clone().unwrap_or_default();
@@ -332,6 +415,15 @@ pub fn csv(cells: &[CellRecord]) -> String {
                 .unwrap_or_default(),
             num(cell.efficiency.as_ref().map(|e| e.ceiling_rps)),
             num(cell.efficiency.as_ref().map(|e| e.value)),
+            num(cell.per_request.map(|p| p.cpu_us)),
+            num(cell.per_request.map(|p| p.user_us)),
+            num(cell.per_request.map(|p| p.system_us)),
+            num(cell.per_request.map(|p| p.voluntary_switches)),
+            num(cell.per_request.map(|p| p.involuntary_switches)),
+            cell.bound
+                .as_ref()
+                .map(|b| b.by.name().to_owned())
+                .unwrap_or_default(),
             cell.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             cell.error.clone().unwrap_or_default(),
         ];
@@ -399,6 +491,10 @@ mod tests {
             }),
             cpu: Some(CpuRecord {
                 server_s: 9.0,
+                server_user_s: 7.0,
+                server_system_s: 2.0,
+                server_voluntary_switches: 100,
+                server_involuntary_switches: 10,
                 loadgen_s: 2.5,
                 wall_s: 5.0,
             }),
@@ -406,6 +502,17 @@ mod tests {
                 kind: "cpu".into(),
                 ceiling_rps: 1250.0,
                 value: 0.8,
+            }),
+            per_request: Some(PerRequest {
+                cpu_us: 1800.0,
+                user_us: 1400.0,
+                system_us: 400.0,
+                voluntary_switches: 0.02,
+                involuntary_switches: 0.002,
+            }),
+            bound: Some(Bound {
+                by: BoundBy::ServerCpu,
+                evidence: "server 1.80 of 2 usable cores".into(),
             }),
             exit_code: Some(0),
             left_running: Vec::new(),
@@ -443,12 +550,14 @@ mod tests {
                 "1.50",
                 "12.25",
                 "5",
+                "1800.0",
                 "3.0",
                 "5.0",
                 "12.0",
                 "1.80",
                 "0.50",
-                "80% (cpu)"
+                "80% (cpu)",
+                "server cpu"
             ]
         );
     }

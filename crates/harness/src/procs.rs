@@ -178,10 +178,7 @@ pub struct TreeSample {
 pub fn sample_group(pgid: i32) -> TreeSample {
     let processes = group(pgid, &process_table());
     let memory = sum_memory(processes.iter().map(|p| read_memory(p.pid)));
-    TreeSample {
-        processes,
-        memory,
-    }
+    TreeSample { processes, memory }
 }
 
 /// Which of `processes` still run (same pid and start time, not a zombie).

@@ -237,7 +237,7 @@ impl Servers {
                     args.extend(request.contract_flags.iter().cloned());
                 }
                 args.extend(kind.flags(&self.options));
-                process::Launch {
+                process::Spawn {
                     program: locate(&self.dir, binary).map_err(fail)?,
                     args,
                     env,
@@ -261,7 +261,7 @@ impl Servers {
                     )
                     .into_iter();
                 let program = PathBuf::from(argv.next().unwrap_or_default());
-                process::Launch {
+                process::Spawn {
                     program,
                     args: argv.collect(),
                     env,

@@ -63,7 +63,7 @@ pub enum ServerError {
 
 /// What to run and how to know it is ready.
 #[derive(Debug)]
-pub struct Launch {
+pub struct Spawn {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -115,17 +115,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `launch` in a new process group and waits until it is ready.
-    pub fn start(launch: Launch) -> Result<Server, StartFailure> {
+    /// Starts `spawn` in a new process group and waits until it is ready.
+    pub fn start(spawn: Spawn) -> Result<Server, StartFailure> {
         let stderr = StderrTail::default();
         let fail = |error, stderr: &StderrTail| StartFailure {
             error,
             stderr: stderr.lines(),
         };
-        let mut command = Command::new(&launch.program);
+        let mut command = Command::new(&spawn.program);
         command
-            .args(&launch.args)
-            .envs(launch.env.iter().map(|(k, v)| (k, v)));
+            .args(&spawn.args)
+            .envs(spawn.env.iter().map(|(k, v)| (k, v)));
         start_hook(&mut command);
         let mut child = command
             .stdin(Stdio::null())
@@ -135,7 +135,7 @@ impl Server {
             .map_err(|source| {
                 fail(
                     ServerError::Spawn {
-                        program: launch.program.display().to_string(),
+                        program: spawn.program.display().to_string(),
                         source,
                     },
                     &stderr,
@@ -162,14 +162,14 @@ impl Server {
         // From here on the guard owns the child: any early return kills it.
         let mut server = Server {
             child,
-            addr: launch
+            addr: spawn
                 .told_addr
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
             ready: None,
             stderr,
             reaped: false,
         };
-        let deadline = Instant::now() + launch.ready_timeout;
+        let deadline = Instant::now() + spawn.ready_timeout;
         let mut stdout_open = true;
         loop {
             if stdout_open {
@@ -180,7 +180,7 @@ impl Server {
                             server.ready = Some(ready);
                             return Ok(server);
                         }
-                        Err(_) if launch.told_addr.is_none() => {
+                        Err(_) if spawn.told_addr.is_none() => {
                             return Err(fail(ServerError::BadReadyLine { line }, &server.stderr));
                         }
                         // A foreign server may print anything.
@@ -200,18 +200,18 @@ impl Server {
                     &server.stderr,
                 ));
             }
-            if let Some(addr) = launch.told_addr
+            if let Some(addr) = spawn.told_addr
                 && answers(addr)
             {
                 return Ok(server);
             }
             if Instant::now() > deadline {
                 return Err(fail(
-                    ServerError::ReadyTimeout(launch.ready_timeout),
+                    ServerError::ReadyTimeout(spawn.ready_timeout),
                     &server.stderr,
                 ));
             }
-            std::thread::sleep(if launch.told_addr.is_some() {
+            std::thread::sleep(if spawn.told_addr.is_some() {
                 POLL
             } else {
                 Duration::from_millis(5)

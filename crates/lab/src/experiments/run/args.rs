@@ -62,6 +62,12 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub cpu_iters: Option<u32>,
 
+    /// Run every cell this many times, interleaved (all cells once, then
+    /// all again), and report min / median / max of each figure.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub repeat: u32,
+
     /// How long each `/io` request waits, in ms.
     #[arg(long, value_name = "MS", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(0..=60_000))]
@@ -126,6 +132,7 @@ impl RunArgs {
             warmup: self.warmup.unwrap_or(warmup),
             cpu_iters: self.cpu_iters,
             io_ms: self.io_ms,
+            repeat: self.repeat,
             servers,
         };
         if plan.duration.is_zero() {

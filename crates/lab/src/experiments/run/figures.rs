@@ -66,6 +66,7 @@ pub fn cell_record(cell: &Cell, measured: Measured, ceilings: &Ceilings) -> Cell
         workload: cell.workload,
         workers: cell.workers,
         concurrency: cell.concurrency,
+        repeat: cell.repeat,
         status,
         error,
         stderr_tail,
@@ -226,6 +227,7 @@ mod tests {
             workload,
             workers,
             concurrency: 100,
+            repeat: 1,
         }
     }
 

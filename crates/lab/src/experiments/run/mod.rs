@@ -115,6 +115,7 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
             concurrency: plan.concurrency.clone(),
             duration_s: plan.duration.as_secs_f64(),
             warmup_s: plan.warmup.as_secs_f64(),
+            repeat: plan.repeat,
             cpu_iters,
             io_ms: plan.io_ms,
             mixed_cpu_percent: plan::MIXED_CPU_PERCENT,
@@ -159,6 +160,13 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
     session.finish(&mut record.meta);
     write(&record)?;
     println!("{}", report::render(&record.cells, TableStyle::Terminal));
+    if plan.repeat > 1 {
+        println!("over {} repeats:", plan.repeat);
+        println!(
+            "{}",
+            report::render_spread(&record.cells, TableStyle::Terminal)
+        );
+    }
     println!("results in {}", session.dir.display());
     Ok(Outcome {
         dir: session.dir.clone(),

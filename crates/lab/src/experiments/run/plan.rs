@@ -56,21 +56,23 @@ impl fmt::Display for Workload {
 /// Share of cpu requests in the mixed workload, in percent.
 pub const MIXED_CPU_PERCENT: u32 = 10;
 
-/// One measurement: a server kind under one workload at one size and load.
+/// One measurement: a server kind under one workload at one size and load,
+/// and which repeat of it this is (1-based).
 #[derive(Clone, Debug)]
 pub struct Cell {
     pub kind: ServerKind,
     pub workload: Workload,
     pub workers: u16,
     pub concurrency: u32,
+    pub repeat: u32,
 }
 
 impl fmt::Display for Cell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} w={} c={}",
-            self.kind.name, self.workload, self.workers, self.concurrency
+            "{} {} w={} c={} #{}",
+            self.kind.name, self.workload, self.workers, self.concurrency, self.repeat
         )
     }
 }
@@ -106,6 +108,8 @@ pub struct Plan {
     /// `None`: calibrated here to about 1.5 ms a request.
     pub cpu_iters: Option<u32>,
     pub io_ms: u32,
+    /// Times each cell runs, interleaved.
+    pub repeat: u32,
     pub servers: ServerSettings,
 }
 
@@ -132,10 +136,25 @@ impl Plan {
     }
 
     /// The cells in run order: kind, then workload, then workers, so that
-    /// neighbouring rows of the table differ in one thing. A workload a
-    /// kind does not serve (bare's cpu, io, mixed) has no cells: skipped
-    /// rather than refused, so one plan can hold bare and the real models.
+    /// neighbouring rows of the table differ in one thing; with repeats, all
+    /// cells once, then all again, so that a slow minute of a shared
+    /// machine spreads over every cell instead of landing on one. A
+    /// workload a kind does not serve (bare's cpu, io, mixed) has no cells:
+    /// skipped rather than refused, so one plan can hold bare and the real
+    /// models.
     pub fn cells(&self) -> Vec<Cell> {
+        let once = self.cells_once();
+        (1..=self.repeat.max(1))
+            .flat_map(|repeat| {
+                once.iter().map(move |c| Cell {
+                    repeat,
+                    ..c.clone()
+                })
+            })
+            .collect()
+    }
+
+    fn cells_once(&self) -> Vec<Cell> {
         let mut cells = Vec::new();
         for kind in &self.kinds {
             // A kind without workers runs once per workload, at one.
@@ -157,6 +176,7 @@ impl Plan {
                             workload,
                             workers,
                             concurrency,
+                            repeat: 1,
                         });
                     }
                 }
@@ -230,6 +250,37 @@ mod tests {
         assert_eq!(cells.len(), 4);
         assert_eq!(cells[1].concurrency, 16);
         assert_eq!(cells[2].workers, 2);
+    }
+
+    #[test]
+    fn repeats_are_interleaved() {
+        let plan = plan(&[
+            "--models",
+            "prefork",
+            "--workloads",
+            "noop,cpu",
+            "--workers",
+            "1",
+            "--repeat",
+            "3",
+        ])
+        .unwrap();
+        let order: Vec<(Workload, u32)> = plan
+            .cells()
+            .iter()
+            .map(|c| (c.workload, c.repeat))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (Workload::Noop, 1),
+                (Workload::Cpu, 1),
+                (Workload::Noop, 2),
+                (Workload::Cpu, 2),
+                (Workload::Noop, 3),
+                (Workload::Cpu, 3)
+            ]
+        );
     }
 
     #[test]

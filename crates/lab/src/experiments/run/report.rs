@@ -50,6 +50,7 @@ pub struct Params {
     pub concurrency: Vec<u32>,
     pub duration_s: f64,
     pub warmup_s: f64,
+    pub repeat: u32,
     pub cpu_iters: u32,
     pub io_ms: u32,
     pub mixed_cpu_percent: u32,
@@ -74,6 +75,8 @@ pub struct CellRecord {
     pub workload: Workload,
     pub workers: u16,
     pub concurrency: u32,
+    /// Which repeat of this cell (1-based; see `--repeat`).
+    pub repeat: u32,
     pub status: CellStatus,
     /// Why the cell failed: the error and its causes.
     pub error: Option<String>,
@@ -297,6 +300,88 @@ pub fn table_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Min, median and max of one figure over a cell's repeats.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `None` when there is no value.
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        sorted.sort_by(f64::total_cmp);
+        Some(Spread {
+            min: *sorted.first()?,
+            median: harness::kernel::median(&sorted)?,
+            max: *sorted.last()?,
+        })
+    }
+
+    fn show(spread: Option<Spread>, decimals: usize) -> String {
+        spread.map_or("-".into(), |s| {
+            format!(
+                "{:.d$} / {:.d$} / {:.d$}",
+                s.min,
+                s.median,
+                s.max,
+                d = decimals
+            )
+        })
+    }
+}
+
+const SPREAD_COLUMNS: [&str; 8] = [
+    "model",
+    "workload",
+    "workers",
+    "conc",
+    "runs ok",
+    "rps min / median / max",
+    "CPU µs/req min / median / max",
+    "p99 ms min / median / max",
+];
+
+/// One row per cell over its repeats (the cells that succeeded), in the
+/// order the cells first ran.
+pub fn spread_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
+    let key = |c: &CellRecord| (c.model.clone(), c.workload, c.workers, c.concurrency);
+    let mut keys = Vec::new();
+    for cell in cells {
+        if !keys.contains(&key(cell)) {
+            keys.push(key(cell));
+        }
+    }
+    keys.into_iter()
+        .map(|k| {
+            let runs: Vec<&CellRecord> = cells
+                .iter()
+                .filter(|c| key(c) == k && c.status == CellStatus::Ok)
+                .collect();
+            let figure = |f: &dyn Fn(&CellRecord) -> Option<f64>| {
+                Spread::of(&runs.iter().filter_map(|c| f(c)).collect::<Vec<f64>>())
+            };
+            vec![
+                k.0.clone(),
+                k.1.to_string(),
+                k.2.to_string(),
+                k.3.to_string(),
+                runs.len().to_string(),
+                Spread::show(figure(&|c| Some(c.load.as_ref()?.rps)), 0),
+                Spread::show(figure(&|c| Some(c.per_request?.cpu_us)), 1),
+                Spread::show(figure(&|c| c.load.as_ref()?.latency_ms.p99), 2),
+            ]
+        })
+        .collect()
+}
+
+/// The spread table: every figure over a cell's repeats.
+pub fn render_spread(cells: &[CellRecord], style: TableStyle) -> String {
+    render_table(&SPREAD_COLUMNS, spread_rows(cells), 2, style)
+}
+
 /// The table for a terminal or for Markdown.
 pub fn render(cells: &[CellRecord], style: TableStyle) -> String {
     // Numbers, from `workers` on, read best right-aligned.
@@ -334,6 +419,15 @@ fn summary_markdown(run: &RunRecord) -> String {
         run.params.io_ms,
         run.params.servers.describe(),
     );
+    if run.params.repeat > 1 {
+        let _ = writeln!(
+            out,
+            "Each cell ran {} times, interleaved. Over the repeats:\n",
+            run.params.repeat
+        );
+        out.push_str(&render_spread(&run.cells, TableStyle::Markdown));
+        out.push_str("\n\nEvery run:\n\n");
+    }
     out.push_str(&render(&run.cells, TableStyle::Markdown));
     out.push_str(
         "\n\nrps counts 2xx responses only. errors: non-2xx answers and client errors, not \
@@ -371,7 +465,7 @@ pub fn csv(cells: &[CellRecord]) -> String {
                   rss_peak_bytes,pss_peak_bytes,uss_peak_bytes,server_cpu_s,loadgen_cpu_s,\
                   load_s,efficiency_kind,ceiling_rps,efficiency,cpu_us_per_req,user_us_per_req,\
                   system_us_per_req,voluntary_switches_per_req,involuntary_switches_per_req,\
-                  bound,exit_code,error\n";
+                  bound,repeat,exit_code,error\n";
     let mut out = String::from(header);
     for cell in cells {
         let load = cell.load.clone().unwrap_or_default();
@@ -424,6 +518,7 @@ pub fn csv(cells: &[CellRecord]) -> String {
                 .as_ref()
                 .map(|b| b.by.name().to_owned())
                 .unwrap_or_default(),
+            cell.repeat.to_string(),
             cell.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             cell.error.clone().unwrap_or_default(),
         ];
@@ -454,6 +549,7 @@ mod tests {
             workload: Workload::Cpu,
             workers: 2,
             concurrency: 16,
+            repeat: 1,
             status: CellStatus::Ok,
             error: None,
             stderr_tail: Vec::new(),
@@ -586,6 +682,27 @@ mod tests {
     }
 
     #[test]
+    fn the_spread_is_min_median_max_of_the_runs_that_succeeded() {
+        let run = |repeat: u32, rps: f64| {
+            let mut cell = ok_cell();
+            cell.repeat = repeat;
+            cell.load.as_mut().unwrap().rps = rps;
+            cell
+        };
+        let mut failed = failed_cell();
+        failed.model = "prefork".into();
+        failed.workload = Workload::Cpu;
+        failed.workers = 2;
+        failed.concurrency = 16;
+        let cells = [run(1, 900.0), run(2, 1100.0), failed, run(3, 1000.0)];
+        let rows = spread_rows(&cells);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0][4], "3");
+        assert_eq!(rows[0][5], "900 / 1000 / 1100");
+        assert_eq!(Spread::of(&[]), None);
+    }
+
+    #[test]
     fn csv_quotes_and_counts_fields() {
         let text = csv(&[ok_cell(), failed_cell()]);
         let lines: Vec<&str> = text.lines().collect();
@@ -609,6 +726,7 @@ mod tests {
                 concurrency: vec![],
                 duration_s: 1.0,
                 warmup_s: 0.0,
+                repeat: 1,
                 cpu_iters: 1000,
                 io_ms: 20,
                 mixed_cpu_percent: 10,

@@ -45,12 +45,28 @@ impl Server {
     /// Starts `bin --listen 127.0.0.1:0 ARGS...` and waits for its ready line.
     pub fn start(bin: &str, args: &[&str]) -> Server {
         let mut server = Self::spawn(bin, args);
-        let has_line = || server.group.stdout().contains('\n');
-        if !wait_until(READY_TIMEOUT, has_line) {
-            panic!(
-                "no ready line within {READY_TIMEOUT:?}; stderr:\n{}",
-                server.stderr()
-            );
+        // A server that exits before its ready line (bad flags, a missing
+        // interpreter) fails the test at once, with its stderr.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !server.group.stdout().contains('\n') {
+            if server.group.wait_timeout(Duration::ZERO).is_some() {
+                let status = server.group.finish(Duration::ZERO);
+                if !server.group.stdout().contains('\n') {
+                    panic!(
+                        "{bin} exited ({}) before its ready line; stderr:\n{}",
+                        describe(status),
+                        server.stderr()
+                    );
+                }
+                break;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "no ready line within {READY_TIMEOUT:?}; stderr:\n{}",
+                    server.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         let stdout = server.group.stdout();
         let line = stdout.lines().next().unwrap_or_default();

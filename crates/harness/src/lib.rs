@@ -19,10 +19,12 @@
 //! - [`timeline`]: per-window counts, baseline and recovery.
 //! - [`record`]: the metadata every result file carries, atomic writes,
 //!   tables. [`chart`]: SVG line charts. [`clock`]: UTC timestamps.
+//! - [`cpus`]: disjoint CPU sets for the server and the load generator.
 
 pub mod capacity;
 pub mod chart;
 pub mod clock;
+pub mod cpus;
 pub mod kernel;
 pub mod probe;
 pub mod procs;
@@ -34,13 +36,22 @@ pub mod timeline;
 pub use loadgen;
 
 impl session::Session {
-    /// Starts the load generator for `spec`; its files go in the session's
-    /// scratch folder under `tag`.
+    /// Starts the load generator for `spec`, on its CPUs if the session
+    /// pins; its files go in the session's scratch folder under `tag`.
     pub fn load(
         &self,
         spec: &loadgen::LoadSpec,
         tag: &str,
     ) -> Result<loadgen::Loadgen, loadgen::LoadgenError> {
-        loadgen::Loadgen::spawn(&self.lab_exe, spec, &self.work_dir, tag)
+        match &self.pinning {
+            Some(pinning) => {
+                let pinned = loadgen::LoadSpec {
+                    cpus: pinning.loadgen.clone(),
+                    ..spec.clone()
+                };
+                loadgen::Loadgen::spawn(&self.lab_exe, &pinned, &self.work_dir, tag)
+            }
+            None => loadgen::Loadgen::spawn(&self.lab_exe, spec, &self.work_dir, tag),
+        }
     }
 }

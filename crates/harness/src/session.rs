@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::clock::now_rfc3339;
+use crate::cpus::Pinning;
 use crate::record::{Machine, RunMeta};
 
 /// Why a session could not open.
@@ -41,12 +42,19 @@ pub struct Session {
     pub lab_exe: PathBuf,
     /// Set by the first Ctrl-C: experiments stop before the next step.
     pub interrupted: Arc<AtomicBool>,
+    /// Where the servers and the load generator run, if pinned.
+    pub pinning: Option<Pinning>,
 }
 
 impl Session {
     /// Opens `out/name`, refusing to overwrite an earlier run. Warns loudly
     /// when the tree is dirty: such results are not to be quoted.
-    pub fn open(out: &Path, name: &str, lab_exe: PathBuf) -> Result<Session, SessionError> {
+    pub fn open(
+        out: &Path,
+        name: &str,
+        lab_exe: PathBuf,
+        pinning: Option<Pinning>,
+    ) -> Result<Session, SessionError> {
         let dir = out.join(name);
         if dir.exists() {
             return Err(SessionError::Exists(dir));
@@ -73,6 +81,7 @@ impl Session {
             work_dir,
             lab_exe,
             interrupted: interrupt_flag(),
+            pinning,
         })
     }
 

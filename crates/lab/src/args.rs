@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use harness::cpus::{self, Pinning};
 use harness::servers::{Registry, ServerKind, ServerOptions, Servers, Template};
 use service::contract::{Balance, DatasetLoad};
 
@@ -53,6 +54,21 @@ pub struct ServerArgs {
     /// building them next to `lab`.
     #[arg(long, value_name = "DIR")]
     pub server_dir: Option<PathBuf>,
+
+    /// Pin the server and the load generator to disjoint halves of the
+    /// CPUs, so neither takes CPU time from the other and the server's
+    /// ceiling is its own half. `auto`: on with 4 or more CPUs.
+    #[arg(long, value_enum, default_value_t = Pin::Auto)]
+    pub pin: Pin,
+}
+
+/// `--pin`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pin {
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 /// [`ServerArgs`] as plain settings.
@@ -62,6 +78,7 @@ pub struct ServerSettings {
     pub options: ServerOptions,
     pub server_dir: Option<PathBuf>,
     pub ready_timeout: Duration,
+    pub pinning: Option<Pinning>,
 }
 
 impl ServerArgs {
@@ -77,7 +94,20 @@ impl ServerArgs {
             },
             server_dir: self.server_dir.clone(),
             ready_timeout: self.ready_timeout,
+            pinning: pinning(self.pin, &cpus::allowed())?,
         })
+    }
+}
+
+/// What `--pin` means with these CPUs.
+fn pinning(pin: Pin, allowed: &[usize]) -> Result<Option<Pinning>, String> {
+    match pin {
+        Pin::Off => Ok(None),
+        Pin::Auto if allowed.len() < 4 => Ok(None),
+        Pin::Auto => Ok(Pinning::split(allowed)),
+        Pin::On => Pinning::split(allowed)
+            .map(Some)
+            .ok_or_else(|| "--pin on needs at least 2 CPUs to split".to_owned()),
     }
 }
 
@@ -97,7 +127,8 @@ impl ServerSettings {
             self.ready_timeout,
         )
         .map_err(crate::Error::OwnExe)?;
-        Ok((servers, kinds))
+        let cpus = self.pinning.as_ref().map(|p| p.server.clone());
+        Ok((servers.on_cpus(cpus.unwrap_or_default()), kinds))
     }
 }
 
@@ -190,6 +221,16 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn pinning_is_on_by_default_only_with_four_cpus_or_more() {
+        assert_eq!(pinning(Pin::Auto, &[0, 1]), Ok(None));
+        let four = pinning(Pin::Auto, &[0, 1, 2, 3]).unwrap().unwrap();
+        assert_eq!((four.server, four.loadgen), (vec![0, 1], vec![2, 3]));
+        assert_eq!(pinning(Pin::Off, &[0, 1, 2, 3]), Ok(None));
+        assert!(pinning(Pin::On, &[0, 1]).unwrap().is_some());
+        assert!(pinning(Pin::On, &[0]).is_err());
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub enum LoadgenError {
     },
     #[error("cannot build the load generator's runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("cannot pin the load generator to its CPUs")]
+    Pin(#[source] nix::Error),
     #[error("the load generator failed: {0}")]
     Oha(String),
     #[error("the load generator exited with {status}: {stderr}")]
@@ -94,6 +96,9 @@ pub struct LoadSpec {
     /// Write every answered request to SQLite and stamp the start clock
     /// (see the module docs).
     pub per_request: bool,
+    /// Run the load generator on these CPUs only, with one oha thread per
+    /// CPU; empty: anywhere, with oha's default threads.
+    pub cpus: Vec<usize>,
 }
 
 impl LoadSpec {
@@ -105,6 +110,7 @@ impl LoadSpec {
             duration,
             rate: None,
             per_request: false,
+            cpus: Vec::new(),
         }
     }
 }
@@ -145,9 +151,24 @@ pub struct LoadgenArgs {
     #[arg(long, value_name = "PATH")]
     pub clock_file: Option<PathBuf>,
 
+    /// Run only on these CPUs (comma-separated ids), every thread of oha's
+    /// included: this process pins itself before it starts any.
+    #[arg(long, value_name = "CPU,..", value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+
     /// Everything after `--` goes to oha unchanged.
     #[arg(last = true, required = true, value_name = "OHA ARGS")]
     pub oha_args: Vec<String>,
+}
+
+/// Restricts the calling thread, and every thread it starts from now on, to
+/// `cpus`.
+pub fn pin_to(cpus: &[usize]) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu)?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
 }
 
 /// This process's user + system CPU seconds, all threads included.
@@ -163,6 +184,9 @@ pub fn run_in_process(args: &LoadgenArgs) -> Result<(), LoadgenError> {
     // which the parent reports with the stderr it captured.
     let opts =
         oha::Opts::parse_from(std::iter::once("oha".to_owned()).chain(args.oha_args.clone()));
+    if !args.cpus.is_empty() {
+        pin_to(&args.cpus).map_err(LoadgenError::Pin)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.worker_threads.get())
         .enable_all()
@@ -236,6 +260,10 @@ pub fn oha_args(
         "--output".to_owned(),
         report.display().to_string(),
     ];
+    if !spec.cpus.is_empty() {
+        args.push("--worker-threads".to_owned());
+        args.push(spec.cpus.len().to_string());
+    }
     if let Some(rate) = spec.rate {
         args.push("-q".to_owned());
         args.push(format!("{rate:.1}"));
@@ -299,6 +327,10 @@ impl Loadgen {
         command.arg("loadgen").arg("--cpu-file").arg(&cpu_file);
         if let Some(clock) = &clock_file {
             command.arg("--clock-file").arg(clock);
+        }
+        if !spec.cpus.is_empty() {
+            let list: Vec<String> = spec.cpus.iter().map(usize::to_string).collect();
+            command.arg("--cpus").arg(list.join(","));
         }
         let mut child = command
             .arg("--")
@@ -704,6 +736,38 @@ mod tests {
         assert_eq!(rows[0].status, 500);
         assert_eq!(rows[1].end_s, 0.7);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pinning_restricts_this_thread_and_its_children() {
+        std::thread::spawn(|| {
+            pin_to(&[0]).unwrap();
+            let child = std::thread::spawn(|| std::fs::read_to_string("/proc/thread-self/status"));
+            let status = child.join().unwrap().unwrap();
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("Cpus_allowed_list"))
+                .unwrap();
+            assert_eq!(line.split(':').nth(1).unwrap().trim(), "0");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn pinned_loads_get_one_oha_thread_per_cpu() {
+        let spec = LoadSpec {
+            cpus: vec![1, 3],
+            ..LoadSpec::new(
+                vec!["http://127.0.0.1:1/".into()],
+                8,
+                Duration::from_secs(1),
+            )
+        };
+        let args = oha_args(&spec, Path::new("/r"), None, None);
+        let at = args.iter().position(|a| a == "--worker-threads").unwrap();
+        assert_eq!(args[at + 1], "2");
+        assert!(oha::Opts::try_parse_from(std::iter::once("oha".to_owned()).chain(args)).is_ok());
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct Servers {
     /// The folder with the built-in binaries.
     pub dir: PathBuf,
     pub ready_timeout: Duration,
+    /// The CPUs servers run on; empty: anywhere.
+    cpus: Vec<usize>,
     /// Kinds that cannot run here, with the reason: their cells fail with it.
     unavailable: HashMap<String, String>,
 }
@@ -179,8 +181,14 @@ impl Servers {
             options,
             dir,
             ready_timeout,
+            cpus: Vec::new(),
             unavailable,
         })
+    }
+
+    /// Runs every server on `cpus` only (empty: anywhere).
+    pub fn on_cpus(self, cpus: Vec<usize>) -> Servers {
+        Servers { cpus, ..self }
     }
 
     /// What the result files record about the servers of `kinds`.
@@ -243,6 +251,7 @@ impl Servers {
                     env,
                     told_addr: None,
                     ready_timeout: self.ready_timeout,
+                    cpus: self.cpus.clone(),
                 }
             }
             Launch::Command(template) => {
@@ -267,6 +276,7 @@ impl Servers {
                     env,
                     told_addr,
                     ready_timeout: self.ready_timeout,
+                    cpus: self.cpus.clone(),
                 }
             }
         };

@@ -71,6 +71,9 @@ pub struct Spawn {
     /// HTTP there counts as ready too. `None`: only the ready line does.
     pub told_addr: Option<SocketAddr>,
     pub ready_timeout: Duration,
+    /// Run on these CPUs only, every process and thread of it; empty:
+    /// anywhere.
+    pub cpus: Vec<usize>,
 }
 
 /// The last lines a process wrote to stderr, filled by a reader thread.
@@ -126,7 +129,15 @@ impl Server {
         command
             .args(&spawn.args)
             .envs(spawn.env.iter().map(|(k, v)| (k, v)));
-        start_hook(&mut command);
+        start_hook(&mut command, &spawn.cpus).map_err(|source| {
+            fail(
+                ServerError::Spawn {
+                    program: spawn.program.display().to_string(),
+                    source,
+                },
+                &stderr,
+            )
+        })?;
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -306,11 +317,28 @@ impl Drop for Server {
     }
 }
 
-/// What every server process gets before it runs, in one place: today a
-/// process group of its own (see the module docs); CPU pinning and
-/// descriptor limits belong here too when experiments need them.
-fn start_hook(command: &mut Command) {
+/// What every server process gets before it runs, in one place: a process
+/// group of its own (see the module docs), and its CPUs when pinned, which
+/// its workers and threads inherit. Descriptor limits belong here too when
+/// an experiment needs them.
+fn start_hook(command: &mut Command, cpus: &[usize]) -> std::io::Result<()> {
     command.process_group(0);
+    if !cpus.is_empty() {
+        let mut set = nix::sched::CpuSet::new();
+        for &cpu in cpus {
+            set.set(cpu).map_err(std::io::Error::from)?;
+        }
+        // SAFETY: the closure runs in the child between fork and exec, and
+        // makes one system call on a set built before the fork: nothing
+        // that allocates or takes a lock.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether something answers HTTP at `addr`: `/health`, else `/`.
@@ -325,4 +353,34 @@ fn answers(addr: SocketAddr) -> bool {
 pub fn free_port(host: std::net::IpAddr) -> Result<u16, ServerError> {
     let listener = std::net::TcpListener::bind((host, 0)).map_err(ServerError::Port)?;
     Ok(listener.local_addr().map_err(ServerError::Port)?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `Cpus_allowed_list` a command sees when started through the hook.
+    fn allowed_cpus_of_child(cpus: &[usize]) -> String {
+        let mut command = Command::new("grep");
+        command.args(["Cpus_allowed_list", "/proc/self/status"]);
+        start_hook(&mut command, cpus).unwrap();
+        let output = command.output().unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .split(':')
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    }
+
+    #[test]
+    fn the_start_hook_pins_the_server_to_its_cpus() {
+        let allowed = crate::cpus::allowed();
+        let first = allowed[0];
+        assert_eq!(allowed_cpus_of_child(&[first]), first.to_string());
+        // Not pinned: whatever this process may use.
+        if allowed.len() > 1 {
+            assert_ne!(allowed_cpus_of_child(&[]), first.to_string());
+        }
+    }
 }

@@ -197,7 +197,12 @@ pub fn main(args: &CrashArgs, lab_exe: PathBuf) -> Result<CrashRun, Error> {
         .name
         .clone()
         .unwrap_or_else(|| session::default_name("crash"));
-    let session = Session::open(&args.output.out, &name, lab_exe)?;
+    let session = Session::open(
+        &args.output.out,
+        &name,
+        lab_exe,
+        settings.servers.pinning.clone(),
+    )?;
     let (servers, kinds) = settings.servers.prepare(&settings.kinds)?;
     let pairs: Vec<(ServerKind, Fault)> = settings
         .pairs
@@ -239,6 +244,7 @@ pub fn main(args: &CrashArgs, lab_exe: PathBuf) -> Result<CrashRun, Error> {
             recover_sustain_windows: RECOVERY.sustain,
             baseline_from_s: BASELINE_FROM_S,
             servers: servers.params(&kinds),
+            pinning: settings.servers.pinning.clone(),
         },
         results: Vec::new(),
     };

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use harness::chart::{self, Chart, Panel, Series};
+use harness::cpus::Pinning;
 use harness::record::{self, CellStatus, RunMeta, to_json};
 use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,8 @@ pub struct CrashParams {
     pub baseline_from_s: f64,
     #[serde(flatten)]
     pub servers: ServerParams,
+    /// The CPUs of the server and of the load generator, if pinned.
+    pub pinning: Option<Pinning>,
 }
 
 /// One (model, fault). Times `*_at_s` are seconds on the load generator's

@@ -17,7 +17,12 @@ pub struct Ceilings {
     /// One `/cpu` request's cost on one core, in seconds, in each runtime,
     /// measured in that runtime (when a cpu cell runs).
     pub cpu_cost_s: BTreeMap<Runtime, f64>,
+    /// The cores the server may use: its pinned set, or the machine's.
     pub cores: usize,
+    /// The cores the load generator may use: its pinned set, or the
+    /// machine's (the same cores as the server's, then).
+    pub loadgen_cores: usize,
+    pub pinned: bool,
     pub io_ms: u32,
 }
 
@@ -72,13 +77,7 @@ pub fn cell_record(cell: &Cell, measured: Measured, ceilings: &Ceilings) -> Cell
         stderr_tail,
         per_request: cpu.as_ref().and_then(|c| per_request(c, ok)),
         bound: match (&load, &cpu) {
-            (Some(l), Some(c)) => Some(bound(
-                cell,
-                &l.summary,
-                c,
-                efficiency.as_ref(),
-                ceilings.cores,
-            )),
+            (Some(l), Some(c)) => Some(bound(cell, &l.summary, c, efficiency.as_ref(), ceilings)),
             _ => None,
         },
         efficiency,
@@ -119,13 +118,14 @@ const NEAR: f64 = 0.85;
 
 /// What limited the cell, checked in order: failures first (they make
 /// every other figure moot), then the server's cores, the load
-/// generator's, the two together, and the clients' concurrency.
+/// generator's, the two together (when they share them), and the clients'
+/// concurrency.
 fn bound(
     cell: &Cell,
     summary: &LoadSummary,
     cpu: &CpuRecord,
     efficiency: Option<&Efficiency>,
-    cores: usize,
+    ceilings: &Ceilings,
 ) -> Bound {
     let found = |by, evidence: String| Bound { by, evidence };
     let answered = summary.ok + summary.non_2xx + summary.client_errors();
@@ -143,28 +143,28 @@ fn bound(
     if cpu.wall_s <= 0.0 {
         return found(BoundBy::None, "no load time measured".into());
     }
-    let machine = cores as f64;
+    let cores = ceilings.cores as f64;
+    let loadgen_cores = ceilings.loadgen_cores as f64;
     let server = cpu.server_s / cpu.wall_s;
     let loadgen = cpu.loadgen_s / cpu.wall_s;
     let workers = if cell.kind.single { 1 } else { cell.workers };
-    let usable = f64::from(workers).min(machine);
+    let usable = f64::from(workers).min(cores);
     if server >= NEAR * usable {
         return found(
             BoundBy::ServerCpu,
             format!("server {server:.2} of {usable:.0} usable cores"),
         );
     }
-    // oha runs as many threads as there are cores.
-    if loadgen >= NEAR * machine {
+    if loadgen >= NEAR * loadgen_cores {
         return found(
             BoundBy::Loadgen,
-            format!("load generator {loadgen:.2} of {machine:.0} cores"),
+            format!("load generator {loadgen:.2} of {loadgen_cores:.0} cores"),
         );
     }
-    if server + loadgen >= NEAR * machine {
+    if !ceilings.pinned && server + loadgen >= NEAR * cores {
         return found(
             BoundBy::SharedCores,
-            format!("server {server:.2} + load generator {loadgen:.2} of {machine:.0} cores"),
+            format!("server {server:.2} + load generator {loadgen:.2} of {cores:.0} cores"),
         );
     }
     if let Some(e) = efficiency.filter(|e| e.kind == "io" && e.value >= NEAR) {
@@ -179,7 +179,7 @@ fn bound(
     }
     found(
         BoundBy::None,
-        format!("server {server:.2}, load generator {loadgen:.2} of {machine:.0} cores"),
+        format!("server {server:.2} of {usable:.0} usable cores, load generator {loadgen:.2}"),
     )
 }
 
@@ -269,6 +269,8 @@ mod tests {
                 .into_iter()
                 .collect(),
             cores: 2,
+            loadgen_cores: 2,
+            pinned: false,
             io_ms: 20,
         }
     }

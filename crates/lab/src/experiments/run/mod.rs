@@ -54,7 +54,12 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
         .name
         .clone()
         .unwrap_or_else(|| session::default_name(plan.profile.name()));
-    let session = Session::open(&args.output.out, &name, lab_exe)?;
+    let session = Session::open(
+        &args.output.out,
+        &name,
+        lab_exe,
+        plan.servers.pinning.clone(),
+    )?;
     let (servers, kinds) = plan.servers.prepare(&plan.kinds)?;
     let plan = plan::Plan { kinds, ..plan };
 
@@ -101,7 +106,17 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
             .iter()
             .map(|(&runtime, k)| (runtime, k.median_ms / 1000.0))
             .collect(),
-        cores: session.meta.machine.logical_cores,
+        cores: plan
+            .servers
+            .pinning
+            .as_ref()
+            .map_or(session.meta.machine.logical_cores, |p| p.server.len()),
+        loadgen_cores: plan
+            .servers
+            .pinning
+            .as_ref()
+            .map_or(session.meta.machine.logical_cores, |p| p.loadgen.len()),
+        pinned: plan.servers.pinning.is_some(),
         io_ms: plan.io_ms,
     };
     let mut record = RunRecord {
@@ -123,6 +138,7 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
             grace_ms: measure::GRACE_MS,
             sample_interval_ms: measure::SAMPLE_INTERVAL.as_millis() as u64,
             servers: servers.params(&plan.kinds),
+            pinning: plan.servers.pinning.clone(),
         },
         cpu_kernels: kernel_costs,
         cells: Vec::new(),

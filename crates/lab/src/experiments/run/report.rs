@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use harness::cpus::Pinning;
 use harness::kernel::Runtime;
 use harness::loadgen::LoadSummary;
 use harness::procs;
@@ -59,6 +60,8 @@ pub struct Params {
     pub sample_interval_ms: u64,
     #[serde(flatten)]
     pub servers: ServerParams,
+    /// The CPUs of the server and of the load generator, if pinned.
+    pub pinning: Option<Pinning>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -419,6 +422,9 @@ fn summary_markdown(run: &RunRecord) -> String {
         run.params.io_ms,
         run.params.servers.describe(),
     );
+    if let Some(pinning) = &run.params.pinning {
+        let _ = writeln!(out, "CPUs: {}.\n", pinning.describe());
+    }
     if run.params.repeat > 1 {
         let _ = writeln!(
             out,
@@ -743,6 +749,7 @@ mod tests {
                     templates: Default::default(),
                     node_version: None,
                 },
+                pinning: None,
             },
             cpu_kernels: BTreeMap::new(),
             cells: vec![ok_cell(), failed_cell()],

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use harness::record::CellStatus;
-use lab::experiments::crash::report::{CrashRun, FaultRecord};
+use lab::experiments::crash::report::{CrashRun, FaultRecord, Stopped};
 
 mod common;
 use common::{run_lab, scratch};
@@ -97,7 +97,7 @@ fn prefork_sigkill_fails_few_requests_and_recovers() {
     assert_consistent(&r);
     let capacity = r.capacity_after.as_ref().expect("capacity after");
     assert_eq!(capacity.restarts, 1);
-    assert_eq!(r.exit_code, Some(0));
+    assert_eq!(r.stopped, Some(Stopped::Exited(Some(0))));
     assert!(!r.windows.is_empty() && r.timeline.contains('|'));
     assert!(dir.join("crash.md").is_file());
     let svg = std::fs::read_to_string(dir.join("crash-prefork.svg")).expect("svg");
@@ -119,7 +119,7 @@ fn threadpool_panic_fails_only_its_own_request() {
         r.errors
     );
     assert_consistent(&r);
-    assert_eq!(r.exit_code, Some(0));
+    assert_eq!(r.stopped, Some(Stopped::Exited(Some(0))));
 }
 
 #[test]

@@ -74,9 +74,12 @@ impl ServerParams {
 pub struct StartRequest {
     pub workers: u16,
     pub grace_ms: u64,
-    /// Contract flags for this experiment (`--allow-crash`, ...): given to
-    /// contract servers only; a template gets what it says.
-    pub contract_flags: Vec<String>,
+    /// `--allow-crash`, for contract servers (a template gets what it
+    /// says).
+    pub allow_crash: bool,
+    /// `--worker-timeout-ms`, for contract servers with workers to time
+    /// out.
+    pub worker_timeout_ms: Option<u64>,
     /// Environment on top of ours.
     pub env: Vec<(String, String)>,
 }
@@ -237,12 +240,19 @@ impl Servers {
                     "--listen".into(),
                     "127.0.0.1:0".into(),
                     "--workers".into(),
-                    request.workers.to_string(),
+                    // A kind without workers takes only 1.
+                    if kind.single { 1 } else { request.workers }.to_string(),
                     "--grace-ms".into(),
                     request.grace_ms.to_string(),
                 ];
-                if kind.contract {
-                    args.extend(request.contract_flags.iter().cloned());
+                if kind.contract && request.allow_crash {
+                    args.push("--allow-crash".into());
+                }
+                if let Some(ms) = request
+                    .worker_timeout_ms
+                    .filter(|_| kind.contract && !kind.single)
+                {
+                    args.extend(["--worker-timeout-ms".into(), ms.to_string()]);
                 }
                 args.extend(kind.flags(&self.options));
                 process::Spawn {

@@ -73,7 +73,7 @@ pub fn fault_record(model: &str, fault: Fault, seen: Observed, rules: &Rules) ->
         recovered: false,
         time_to_recover_ms: None,
         capacity_after: None,
-        exit_code: seen.exit_code,
+        stopped: seen.stopped,
         left_running: seen.left_running.clone(),
         timeline: String::new(),
         windows: Vec::new(),
@@ -210,6 +210,7 @@ fn burn_rates(lost: &mut [LostThread], later: &Stats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiments::crash::report::Stopped;
     use harness::loadgen::{LoadOutcome, RequestRecord};
     use harness::probe::StatsRead;
     use service::contract::{LostThread as LostStats, WorkerStats};
@@ -310,7 +311,7 @@ mod tests {
                 cpu_seconds: 0.1,
                 records: Some(records),
             }),
-            exit_code: Some(0),
+            stopped: Some(Stopped::Exited(Some(0))),
             left_running: Vec::new(),
             error: None,
             stderr_tail: vec!["kept only on failure".into()],
@@ -353,7 +354,7 @@ mod tests {
         seen.killed_slot = None;
         seen.replaced = None;
         seen.crash_answer = Some("no answer (connection reset)".into());
-        seen.exit_code = None;
+        seen.stopped = Some(Stopped::WasDead);
         let record = fault_record("threadpool", Fault::Abort, seen, &RULES);
         assert!(!record.survived && record.crash_request_failed);
         assert_eq!(record.requests_failed, 3);

@@ -15,6 +15,7 @@ use harness::session::Session;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::report::Stopped;
 use super::{Fault, Settings};
 
 /// The servers' `--grace-ms` when stopped at the end.
@@ -59,7 +60,8 @@ pub struct Observed {
     /// How the `/crash` request went: a status code, or `no answer (...)`.
     pub crash_answer: Option<String>,
     pub load: Option<LoadOutcome>,
-    pub exit_code: Option<i32>,
+    /// How the server ended when the run stopped it.
+    pub stopped: Option<Stopped>,
     pub left_running: Vec<i32>,
     pub error: Option<String>,
     pub stderr_tail: Vec<String>,
@@ -115,11 +117,8 @@ fn measure(
     let request = StartRequest {
         workers: settings.workers,
         grace_ms: GRACE_MS,
-        contract_flags: vec![
-            "--allow-crash".into(),
-            "--worker-timeout-ms".into(),
-            settings.worker_timeout_ms.to_string(),
-        ],
+        allow_crash: true,
+        worker_timeout_ms: Some(settings.worker_timeout_ms),
         env: vec![(SERVER_ENV.0.into(), SERVER_ENV.1.into())],
     };
     let mut server = match setup.servers.start(kind, &request) {
@@ -132,14 +131,25 @@ fn measure(
     let result = load_and_inject(setup, kind, fault, &mut server, out);
     out.stderr_tail = server.stderr.lines();
     result?;
-    // Stop what is left; nothing of its group may outlive it.
-    if out.survived {
-        let (code, left) = server.stop(Duration::from_millis(GRACE_MS + 3_000))?;
-        out.exit_code = code;
-        out.left_running = left.iter().map(|p| p.pid).collect();
+    // Stop what is left; nothing of its group may outlive it. A server
+    // whose only event loop hangs never runs its SIGTERM handler: that is
+    // an outcome of the fault (recorded), not a failure of the run; the
+    // guard then kills the group.
+    let pgid = server.pid();
+    let stopped = if out.survived {
+        match server.stop(Duration::from_millis(GRACE_MS + 3_000)) {
+            Ok((code, left)) => {
+                out.left_running = left.iter().map(|p| p.pid).collect();
+                Stopped::Exited(code)
+            }
+            Err(ServerError::StopTimeout(_)) => Stopped::IgnoredSigterm,
+            Err(e) => return Err(e.into()),
+        }
     } else {
-        let pgid = server.pid();
         drop(server);
+        Stopped::WasDead
+    };
+    if stopped != Stopped::Exited(Some(0)) && out.left_running.is_empty() {
         std::thread::sleep(Duration::from_millis(100));
         let table = harness::procs::process_table();
         out.left_running = harness::procs::group(pgid, &table)
@@ -147,6 +157,7 @@ fn measure(
             .map(|p| p.pid)
             .collect();
     }
+    out.stopped = Some(stopped);
     Ok(())
 }
 

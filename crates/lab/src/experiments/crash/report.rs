@@ -117,14 +117,38 @@ pub struct FaultRecord {
     /// From the fault to the first sustained window back; `None`: never.
     pub time_to_recover_ms: Option<f64>,
     pub capacity_after: Option<CapacityAfter>,
-    /// The server's exit code after SIGTERM at the end (`None`: it was dead
-    /// already, or killed by a signal).
-    pub exit_code: Option<i32>,
+    /// How the server ended when the run stopped it (`None`: the run
+    /// failed before that).
+    pub stopped: Option<Stopped>,
     /// Server processes still running after it was stopped.
     pub left_running: Vec<i32>,
     /// The terminal line, one char per window.
     pub timeline: String,
     pub windows: Vec<WindowRecord>,
+}
+
+/// How a server ended at the end of a fault run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stopped {
+    /// It exited after SIGTERM with this code (`None`: killed by a signal).
+    Exited(Option<i32>),
+    /// It did not exit within its grace period of SIGTERM (a hung event
+    /// loop never runs its handler), and was killed.
+    IgnoredSigterm,
+    /// It was dead already.
+    WasDead,
+}
+
+impl Stopped {
+    fn describe(self) -> String {
+        match self {
+            Stopped::Exited(Some(code)) => format!("exit {code}"),
+            Stopped::Exited(None) => "killed by a signal".into(),
+            Stopped::IgnoredSigterm => "ignored SIGTERM; killed".into(),
+            Stopped::WasDead => "was dead".into(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -183,7 +207,7 @@ pub fn write_all(dir: &Path, run: &CrashRun) -> std::io::Result<()> {
     Ok(())
 }
 
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 10] = [
     "model",
     "fault",
     "failed",
@@ -193,6 +217,7 @@ const COLUMNS: [&str; 9] = [
     "recovered in",
     "capacity after",
     "the /crash request",
+    "stopped",
 ];
 
 fn row(r: &FaultRecord) -> Vec<String> {
@@ -200,7 +225,12 @@ fn row(r: &FaultRecord) -> Vec<String> {
     if r.status == CellStatus::Failed {
         return record::failed_row(row, r.error.as_deref(), COLUMNS.len());
     }
-    row.push(r.requests_failed.to_string());
+    // Requests still waiting when the load's time ran out were cut off,
+    // not answered: few on a live server, every connection on a hung one.
+    row.push(match r.deadline_cutoffs {
+        0 => r.requests_failed.to_string(),
+        cut => format!("{} (+{cut} cut off at the end)", r.requests_failed),
+    });
     row.push(
         match (r.in_flight_at_fault, r.in_flight_on_faulted_worker) {
             (Some(all), Some(there)) => format!("{all} ({there} on it)"),
@@ -234,6 +264,7 @@ fn row(r: &FaultRecord) -> Vec<String> {
         }
     });
     row.push(r.crash_request.clone());
+    row.push(r.stopped.map_or("-".into(), Stopped::describe));
     row
 }
 
@@ -271,14 +302,16 @@ pub fn render_markdown(run: &CrashRun) -> String {
     let _ = writeln!(
         md,
         "\n**failed**: load requests with no answer or a non-2xx answer, plus the `/crash` \
-         request itself when it got no 2xx. **in flight at fault**: requests the server held \
+         request itself when it got no 2xx; requests still waiting when the load's time ran out are \
+         counted apart (cut off at the end). **in flight at fault**: requests the server held \
          at a `/stats` read just before the fault, that read not counted. **replaced in**: from \
          the fault to the first `/stats` poll (every 20 ms) that shows the slot restarted and \
          ready. **recovered in**: \
          from the fault to the first of {} windows in a row back at ≥ {:.0}% of the \
          pre-fault mean 2xx per {} ms window (resolution: one window). **capacity after**: \
          workers or pool threads ready at the end; for threadpool, threads lost to a hang \
-         and the CPU they still burn.\n",
+         and the CPU they still burn. **stopped**: how the server ended when the run sent it \
+         SIGTERM at the end.\n",
         p.recover_sustain_windows,
         p.recover_threshold * 100.0,
         p.window_ms,

@@ -108,7 +108,8 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Measured) -> Result<(), Failure
     let request = StartRequest {
         workers: cell.workers,
         grace_ms: GRACE_MS,
-        contract_flags: Vec::new(),
+        allow_crash: false,
+        worker_timeout_ms: None,
         env: Vec::new(),
     };
     let mut server = match setup.servers.start(&cell.kind, &request) {

@@ -15,7 +15,7 @@ use harness::session::Session;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::report::Stopped;
+use super::report::{Orphans, Stopped};
 use super::{Fault, Settings};
 
 /// The servers' `--grace-ms` when stopped at the end.
@@ -30,6 +30,12 @@ const SERVER_ENV: (&str, &str) = ("RUST_BACKTRACE", "0");
 const POLL: Duration = Duration::from_millis(20);
 /// Timeout of one `/stats` read: one read may land on a hung worker.
 const STATS_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long the workers of a killed primary are watched.
+pub const ORPHAN_WATCH: Duration = Duration::from_secs(3);
+/// The busy request sent before the primary is killed: this many times the
+/// cell's `/cpu` iterations (about 0.4 s of Rust's PBKDF2 at the calibrated
+/// size, about 1 s of Node's).
+const BUSY_FACTOR: u32 = 250;
 /// The gap between the two reads that measure how fast a lost thread
 /// still burns CPU.
 pub const BURN_GAP: Duration = Duration::from_millis(500);
@@ -60,6 +66,8 @@ pub struct Observed {
     /// How the `/crash` request went: a status code, or `no answer (...)`.
     pub crash_answer: Option<String>,
     pub load: Option<LoadOutcome>,
+    /// After [`Fault::KillPrimary`]: what became of its workers.
+    pub orphans: Option<Orphans>,
     /// How the server ended when the run stopped it.
     pub stopped: Option<Stopped>,
     pub left_running: Vec<i32>,
@@ -98,6 +106,15 @@ pub fn fault(setup: &Setup, kind: &ServerKind, fault: Fault) -> Option<Observed>
         observed.error = Some(chain(&failure));
     }
     Some(observed)
+}
+
+impl Observed {
+    /// The workers `/stats` listed before the fault (0 if not read).
+    fn workers_before(&self) -> usize {
+        self.before
+            .as_ref()
+            .map_or(0, |(_, read)| read.stats.workers.len())
+    }
 }
 
 fn sleep_until_ns(at_ns: u64) {
@@ -213,11 +230,28 @@ fn load_and_inject(
             .map_err(|e| Failure::Message(format!("/stats before the fault: {}", chain(&e))))?;
         out.before = Some((read_ns, before));
     }
-    let crash_request = inject(addr, fault, out, settings.after)?;
+    // Before the primary is killed, one worker is made busy with a long
+    // request, so the kill finds a worker that cannot notice it at once.
+    let busy = (fault == Fault::KillPrimary).then(|| {
+        let iters = setup.cpu_iters.saturating_mul(BUSY_FACTOR).min(10_000_000);
+        let path = format!("/cpu?iters={iters}");
+        let handle = std::thread::spawn(move || {
+            let _ = probe::request(addr, "GET", &path, ORPHAN_WATCH * 2);
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        handle
+    });
+    let crash_request = inject(addr, server.pid(), fault, out, settings.after)?;
+    if fault == Fault::KillPrimary {
+        out.orphans = Some(watch_orphans(server.pid(), out.workers_before()));
+    }
+    if let Some(handle) = busy {
+        let _ = handle.join();
+    }
 
     // Watch for the replacement until the load ends.
     let mut last = None;
-    if kind.contract {
+    if kind.contract && fault != Fault::KillPrimary {
         let before = out
             .before
             .as_ref()
@@ -264,14 +298,51 @@ fn load_and_inject(
     Ok(())
 }
 
+/// How long the workers of a killed primary take to go: the group's
+/// live members, polled every 10 ms for up to [`ORPHAN_WATCH`].
+fn watch_orphans(pgid: i32, workers: usize) -> Orphans {
+    let start = std::time::Instant::now();
+    loop {
+        let left = harness::procs::group(pgid, &harness::procs::process_table())
+            .iter()
+            .filter(|p| p.pid != pgid)
+            .count();
+        let elapsed = start.elapsed();
+        if left == 0 {
+            return Orphans {
+                workers,
+                gone_after_ms: Some(elapsed.as_secs_f64() * 1000.0),
+                left_after_watch: 0,
+            };
+        }
+        if elapsed >= ORPHAN_WATCH {
+            return Orphans {
+                workers,
+                gone_after_ms: None,
+                left_after_watch: left,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Injects `fault`; for a `/crash` fault, returns the thread that sends the
 /// request (on its own thread: a hang never answers, and the load goes on).
 fn inject(
     addr: SocketAddr,
+    server_pid: i32,
     fault: Fault,
     out: &mut Observed,
     after: Duration,
 ) -> Result<Option<std::thread::JoinHandle<String>>, Failure> {
+    if fault == Fault::KillPrimary {
+        // Not reaped yet (only check_alive reaps), so the pid is still ours.
+        out.fault_ns = Some(monotonic_ns());
+        kill(Pid::from_raw(server_pid), Signal::SIGKILL).map_err(|e| {
+            Failure::Message(format!("cannot SIGKILL the primary {server_pid}: {e}"))
+        })?;
+        return Ok(None);
+    }
     let Some(mode) = fault.crash_mode() else {
         let before = out.before.as_ref().map(|(_, b)| &b.stats);
         let target = before

@@ -56,10 +56,14 @@ pub const BASELINE_FROM_S: f64 = 0.5;
 
 /// One fault to inject.
 #[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Fault {
     /// SIGKILL of one worker process from outside.
     Kill,
+    /// SIGKILL of the supervising process (prefork's master, Node's
+    /// primary) from outside, while one worker is busy with a long request:
+    /// do its workers outlive it?
+    KillPrimary,
     /// `POST /crash?how=panic`.
     Panic,
     /// `POST /crash?how=abort`.
@@ -73,8 +77,9 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::Kill,
+        Fault::KillPrimary,
         Fault::Panic,
         Fault::Abort,
         Fault::Segv,
@@ -83,16 +88,17 @@ impl Fault {
     ];
 
     pub fn name(self) -> &'static str {
-        match self.crash_mode() {
-            Some(mode) => mode.name(),
-            None => "kill",
+        match self {
+            Fault::Kill => "kill",
+            Fault::KillPrimary => "kill-primary",
+            _ => self.crash_mode().map_or("?", CrashMode::name),
         }
     }
 
     /// The `/crash?how=` of this fault; `None` for a kill from outside.
     pub fn crash_mode(self) -> Option<CrashMode> {
         match self {
-            Fault::Kill => None,
+            Fault::Kill | Fault::KillPrimary => None,
             Fault::Panic => Some(CrashMode::Panic),
             Fault::Abort => Some(CrashMode::Abort),
             Fault::Segv => Some(CrashMode::Segv),
@@ -102,10 +108,12 @@ impl Fault {
     }
 
     /// Whether `kind` can take this fault. A kill needs worker processes
-    /// that `/stats` names (a pool thread cannot be killed from outside);
-    /// `/crash` is tried on any kind that serves more than `/`.
+    /// that `/stats` names (a pool thread cannot be killed from outside),
+    /// and so does killing the primary (with no workers, it is the whole
+    /// server); `/crash` is tried on any kind that serves more than `/`.
     pub fn applies_to(self, kind: &ServerKind) -> bool {
-        !kind.noop_only && (self != Fault::Kill || (kind.contract && kind.worker_processes))
+        let kill = matches!(self, Fault::Kill | Fault::KillPrimary);
+        !kind.noop_only && (!kill || (kind.contract && kind.worker_processes))
     }
 }
 
@@ -325,9 +333,9 @@ mod tests {
     #[test]
     fn the_default_plan_is_every_fault_each_kind_can_take() {
         let pairs = names(&settings(&[]).unwrap());
-        // prefork and node-cluster have worker processes to kill; the
-        // others take the five /crash faults.
-        assert_eq!(pairs.len(), 6 + 5 + 5 + 6 + 5);
+        // prefork and node-cluster have worker processes (and a primary)
+        // to kill; the others take the five /crash faults.
+        assert_eq!(pairs.len(), 7 + 5 + 5 + 7 + 5);
         assert!(!pairs.contains(&("threadpool".into(), Fault::Kill)));
         assert!(!pairs.contains(&("node-single".into(), Fault::Kill)));
         assert!(pairs.contains(&("node-cluster".into(), Fault::Kill)));
@@ -367,6 +375,6 @@ mod tests {
         let foreign =
             settings(&["--server", "mine=./mine --port {port}", "--models", "mine"]).unwrap();
         let faults: Vec<Fault> = foreign.pairs.iter().map(|(_, f)| *f).collect();
-        assert_eq!(faults, &Fault::ALL[1..]);
+        assert_eq!(faults, &Fault::ALL[2..]);
     }
 }

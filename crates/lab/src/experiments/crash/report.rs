@@ -117,6 +117,8 @@ pub struct FaultRecord {
     /// From the fault to the first sustained window back; `None`: never.
     pub time_to_recover_ms: Option<f64>,
     pub capacity_after: Option<CapacityAfter>,
+    /// After `kill-primary`: what became of its workers.
+    pub orphans: Option<Orphans>,
     /// How the server ended when the run stopped it (`None`: the run
     /// failed before that).
     pub stopped: Option<Stopped>,
@@ -125,6 +127,17 @@ pub struct FaultRecord {
     /// The terminal line, one char per window.
     pub timeline: String,
     pub windows: Vec<WindowRecord>,
+}
+
+/// What became of the workers after their primary was SIGKILLed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct Orphans {
+    /// Workers `/stats` listed before the fault.
+    pub workers: usize,
+    /// When the last of them was gone; `None`: not within the watch.
+    pub gone_after_ms: Option<f64>,
+    /// How many were still running when the watch ended (3 s).
+    pub left_after_watch: usize,
 }
 
 /// How a server ended at the end of a fault run.
@@ -264,7 +277,16 @@ fn row(r: &FaultRecord) -> Vec<String> {
         }
     });
     row.push(r.crash_request.clone());
-    row.push(r.stopped.map_or("-".into(), Stopped::describe));
+    row.push(match (r.orphans, r.stopped) {
+        (Some(o), _) => match o.gone_after_ms {
+            Some(ms) => format!("its {} workers gone in {ms:.0} ms", o.workers),
+            None => format!(
+                "{} of {} workers still running after 2 s",
+                o.left_after_watch, o.workers
+            ),
+        },
+        (None, stopped) => stopped.map_or("-".into(), Stopped::describe),
+    });
     row
 }
 
@@ -311,7 +333,9 @@ pub fn render_markdown(run: &CrashRun) -> String {
          pre-fault mean 2xx per {} ms window (resolution: one window). **capacity after**: \
          workers or pool threads ready at the end; for threadpool, threads lost to a hang \
          and the CPU they still burn. **stopped**: how the server ended when the run sent it \
-         SIGTERM at the end.\n",
+         SIGTERM at the end; after `kill-primary`, what became of the workers of the killed \
+         primary, one of them busy with a long request when it was killed (watched for 3 s, \
+         then killed by the harness).\n",
         p.recover_sustain_windows,
         p.recover_threshold * 100.0,
         p.window_ms,

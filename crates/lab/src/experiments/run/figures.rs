@@ -3,13 +3,16 @@
 
 use std::collections::BTreeMap;
 
+use harness::cpus::Pinning;
 use harness::kernel::{self, Runtime};
 use harness::loadgen::LoadSummary;
 use harness::record::CellStatus;
 
 use super::measure::Measured;
 use super::plan::{Cell, Workload};
-use super::report::{Bound, BoundBy, CellRecord, CpuRecord, Efficiency, MemoryRecord, PerRequest};
+use super::report::{
+    Bound, BoundBy, CellRecord, CpuRecord, Efficiency, KernelCost, MemoryRecord, PerRequest,
+};
 
 /// What the ceilings of a run rest on.
 #[derive(Clone, Debug)]
@@ -24,6 +27,27 @@ pub struct Ceilings {
     pub loadgen_cores: usize,
     pub pinned: bool,
     pub io_ms: u32,
+}
+
+impl Ceilings {
+    /// The ceilings of a run on `machine_cores`, pinned or not.
+    pub fn new(
+        kernel_costs: &BTreeMap<Runtime, KernelCost>,
+        machine_cores: usize,
+        pinning: Option<&Pinning>,
+        io_ms: u32,
+    ) -> Ceilings {
+        Ceilings {
+            cpu_cost_s: kernel_costs
+                .iter()
+                .map(|(&runtime, k)| (runtime, k.median_ms / 1000.0))
+                .collect(),
+            cores: pinning.map_or(machine_cores, |p| p.server.len()),
+            loadgen_cores: pinning.map_or(machine_cores, |p| p.loadgen.len()),
+            pinned: pinning.is_some(),
+            io_ms,
+        }
+    }
 }
 
 /// The record of `cell`, from what it measured.

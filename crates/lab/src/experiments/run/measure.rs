@@ -3,16 +3,19 @@
 //! ([`Measured`]); turning it into the published record is
 //! [`super::figures`]'s job.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use harness::kernel::{self, Runtime};
 use harness::loadgen::{LoadOutcome, LoadSpec, LoadgenError};
 use harness::procs::{self, Counters, Memory, ProcEntry, Sampler};
 use harness::record::chain;
-use harness::servers::{ServerError, Servers, StartRequest};
+use harness::servers::{ServerError, ServerKind, Servers, StartRequest};
 use harness::session::Session;
 
 use super::plan::{Cell, MIXED_CPU_PERCENT, Workload};
+use super::report::KernelCost;
 
 /// The grace period servers get on SIGTERM (`--grace-ms`). Short, because
 /// when the harness stops a server its load has already ended.
@@ -64,6 +67,40 @@ pub fn urls(workload: Workload, addr: SocketAddr, cpu_iters: u32, io_ms: u32) ->
             lines
         }
     }
+}
+
+/// The `/cpu` kernel's cost at `iters`, timed in each runtime of `kinds`,
+/// in that runtime. A runtime that cannot be timed is left out, with a
+/// warning: its cpu cells then get no efficiency.
+pub fn kernel_costs(kinds: &[ServerKind], iters: u32) -> BTreeMap<Runtime, KernelCost> {
+    let mut costs = BTreeMap::new();
+    for runtime in kinds.iter().filter_map(|k| k.runtime) {
+        if costs.contains_key(&runtime) {
+            continue;
+        }
+        match kernel::time_kernel_in(runtime, iters, 25) {
+            Ok(runs) => {
+                let runs_ms: Vec<f64> = runs.into_iter().map(|s| s * 1000.0).collect();
+                let cost = KernelCost {
+                    iters,
+                    median_ms: kernel::median(&runs_ms).unwrap_or(f64::NAN),
+                    runs_ms,
+                };
+                tracing::info!(
+                    ?runtime,
+                    iters,
+                    median_ms = format!("{:.3}", cost.median_ms),
+                    "cpu kernel timed"
+                );
+                costs.insert(runtime, cost);
+            }
+            Err(e) => tracing::warn!(
+                "cannot time the cpu kernel in {runtime:?}: {}; its cpu cells get no efficiency",
+                chain(&e)
+            ),
+        }
+    }
+    costs
 }
 
 /// What a cell needs besides itself.

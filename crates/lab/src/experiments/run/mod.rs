@@ -27,7 +27,7 @@ pub use args::RunArgs;
 use crate::Error;
 use figures::Ceilings;
 use plan::Workload;
-use report::{CellRecord, KernelCost, Params, RunRecord};
+use report::{CellRecord, Params, RunRecord};
 
 /// How a run ended.
 #[derive(Debug)]
@@ -68,57 +68,21 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
     let cpu_iters = plan
         .cpu_iters
         .unwrap_or_else(|| kernel::calibrate_iters(0.0015));
-    let mut kernel_costs = BTreeMap::new();
-    if plan
+    let kernel_costs = if plan
         .workloads
         .iter()
         .any(|w| matches!(w, Workload::Cpu | Workload::Mixed))
     {
-        for runtime in plan.kinds.iter().filter_map(|k| k.runtime) {
-            if kernel_costs.contains_key(&runtime) {
-                continue;
-            }
-            match kernel::time_kernel_in(runtime, cpu_iters, 25) {
-                Ok(runs) => {
-                    let runs_ms: Vec<f64> = runs.into_iter().map(|s| s * 1000.0).collect();
-                    let cost = KernelCost {
-                        iters: cpu_iters,
-                        median_ms: kernel::median(&runs_ms).unwrap_or(f64::NAN),
-                        runs_ms,
-                    };
-                    tracing::info!(
-                        ?runtime,
-                        iters = cost.iters,
-                        median_ms = format!("{:.3}", cost.median_ms),
-                        "cpu kernel timed"
-                    );
-                    kernel_costs.insert(runtime, cost);
-                }
-                Err(e) => tracing::warn!(
-                    "cannot time the cpu kernel in {runtime:?}: {}; its cpu cells get no efficiency",
-                    harness::record::chain(&e)
-                ),
-            }
-        }
-    }
-    let ceilings = Ceilings {
-        cpu_cost_s: kernel_costs
-            .iter()
-            .map(|(&runtime, k)| (runtime, k.median_ms / 1000.0))
-            .collect(),
-        cores: plan
-            .servers
-            .pinning
-            .as_ref()
-            .map_or(session.meta.machine.logical_cores, |p| p.server.len()),
-        loadgen_cores: plan
-            .servers
-            .pinning
-            .as_ref()
-            .map_or(session.meta.machine.logical_cores, |p| p.loadgen.len()),
-        pinned: plan.servers.pinning.is_some(),
-        io_ms: plan.io_ms,
+        measure::kernel_costs(&plan.kinds, cpu_iters)
+    } else {
+        BTreeMap::new()
     };
+    let ceilings = Ceilings::new(
+        &kernel_costs,
+        session.meta.machine.logical_cores,
+        plan.servers.pinning.as_ref(),
+        plan.io_ms,
+    );
     let mut record = RunRecord {
         schema_version: report::SCHEMA_VERSION,
         meta: session.meta.clone(),

@@ -206,7 +206,10 @@ function primary(kind, args) {
     slot.last = { requests: 0, in_flight: 0, errors: 0, lag: slot.last.lag };
     slot.worker = null;
     slot.state = 'dead';
-    for (const gathering of gatherings.values()) gathering.waiting.delete(slot.id);
+    for (const gathering of [...gatherings.values()]) {
+      gathering.waiting.delete(slot.id);
+      if (gathering.waiting.size === 0) gathering.finish();
+    }
     if (stopping) {
       log.info(`worker ${slot.id} (pid ${slot.pid}) stopped: ${how}`);
       if (slots.every((s) => s.worker === null)) process.exit(0);
@@ -399,13 +402,15 @@ function worker(kind, args) {
   });
 
   const server = contract.createServer(ctx);
-  server.once('error', (error) => {
+  const cannotListen = (error) => {
     // Before listening: tell the primary why, then go.
     log.warn(`cannot listen: ${error.message}`);
     if (process.connected) process.send({ t: 'listen-error', message: error.message }, () => process.exit(1));
     else process.exit(1);
-  });
+  };
+  server.once('error', cannotListen);
   server.listen({ host: args.listen.host, port, backlog: contract.BACKLOG }, () => {
+    server.off('error', cannotListen);
     server.on('error', (error) => log.warn(`server error: ${error.message}`));
     const every = Math.max(10, Math.min(BEAT_MS, Math.floor((args.workerTimeoutMs || BEAT_MS * 4) / 4)));
     setInterval(() => send({ t: 'beat', c: snapshot() }), every);

@@ -159,6 +159,10 @@ function parseFlags(kind, about, argv, kindFlags = [], defaults = {}) {
         process.stdout.write(help(kind, about, flags));
         process.exit(0);
       }
+      if (arg === '--version' || arg === '-V') {
+        process.stdout.write(`${kind} ${process.env.NODE_PEERS_VERSION || '(unknown)'} (node ${process.version})\n`);
+        process.exit(0);
+      }
       const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
       const name = eq > 0 ? arg.slice(0, eq) : arg;
       const flag = flags.find((f) => f.name === name);
@@ -204,7 +208,8 @@ function help(kind, about, flags) {
     const fallback = flag.value && flag.default !== null ? ` [default: ${flag.default}]` : '';
     return `  ${name.padEnd(26)} ${flag.help}${fallback}`;
   });
-  return `${about}\n\nUsage: ${kind} [OPTIONS]\n\nOptions:\n${lines.join('\n')}\n  -h, --help${' '.repeat(18)}Print help\n`;
+  return `${about}\n\nUsage: ${kind} [OPTIONS]\n\nOptions:\n${lines.join('\n')}\n`
+    + `  -h, --help${' '.repeat(17)}Print help\n  -V, --version${' '.repeat(14)}Print version (and node's)\n`;
 }
 
 function clampTimer(ms) {

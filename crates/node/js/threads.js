@@ -104,7 +104,7 @@ class Pool {
       // stream.
       stdout: true,
     });
-    worker.stdout.pipe(process.stderr);
+    worker.stdout.pipe(process.stderr, { end: false });
     Object.assign(slot, { worker, tid: undefined, state: 'starting', startedAt: Date.now() });
     worker.on('message', (message) => {
       if (slot.worker !== worker) return;

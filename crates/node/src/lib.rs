@@ -33,6 +33,8 @@ pub const KINDS: [&str; 3] = ["node-cluster", "node-threads", "node-single"];
 /// if that fails: one line on stderr, exit status 1.
 pub fn exec_node(kind: &str) -> ExitCode {
     let error = Command::new("node")
+        // For `--version`.
+        .env("NODE_PEERS_VERSION", env!("CARGO_PKG_VERSION"))
         .arg(MAIN_JS)
         .arg(kind)
         .args(std::env::args_os().skip(1))

@@ -93,3 +93,29 @@ fn the_dataset_is_the_rust_servers_byte_for_byte() {
         }
     }
 }
+
+/// `--help` and `--version` print on stdout and exit 0, like the Rust
+/// servers' clap; the version names the node running it.
+#[test]
+fn help_and_version() {
+    for (bin, kind) in [
+        (CLUSTER, "node-cluster"),
+        (THREADS, "node-threads"),
+        (SINGLE, "node-single"),
+    ] {
+        let help = Command::new(bin).arg("--help").output().unwrap();
+        assert_eq!(help.status.code(), Some(0), "{bin}");
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            text.contains("--listen <ADDR>") && text.contains("--header-timeout-ms"),
+            "{text}"
+        );
+        let version = Command::new(bin).arg("--version").output().unwrap();
+        assert_eq!(version.status.code(), Some(0), "{bin}");
+        let text = String::from_utf8_lossy(&version.stdout);
+        assert!(
+            text.starts_with(&format!("{kind} {} (node v", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
+    }
+}

@@ -73,13 +73,15 @@ impl Group {
     }
 
     /// Waits up to `timeout` for the leader to exit; `None` if it did not.
+    /// It looks at least once, so `Duration::ZERO` asks "has it exited?".
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while self.status.is_none() && Instant::now() < deadline {
+        while self.status.is_none() {
             self.status = self.child.try_wait().expect("try_wait");
-            if self.status.is_none() {
-                std::thread::sleep(Duration::from_millis(10));
+            if self.status.is_some() || Instant::now() >= deadline {
+                break;
             }
+            std::thread::sleep(Duration::from_millis(10));
         }
         self.status
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-runs every experiment the README quotes, from a clean tree, one after
 # the other (never two loads at once on a small machine), into results/.
-# About 20 minutes on 2 cores. The runs refuse nothing on a dirty tree, but
+# About 25 minutes on 2 cores. The runs refuse nothing on a dirty tree, but
 # mark it; this script refuses to start on one.
 #
 # usage: scripts/readme-results.sh
@@ -18,6 +18,9 @@ lab() { cargo run --quiet --release -p lab -- "$@"; }
 cargo build --quiet --release -p lab
 # The default matrix, every kind.
 lab run --name "$stamp-default"
+# What pinning the server and the load generator to disjoint CPUs changes.
+lab run --pin on --models bare,prefork,threadpool,node-cluster,node-threads \
+  --workloads noop,cpu --workers 1,2 --duration 3s --name "$stamp-pinned"
 # Crash isolation, every kind and fault; then prefork with a shared socket.
 lab crash --name "$stamp-crash"
 lab crash --models prefork --balance shared --name "$stamp-crash-prefork-shared"

@@ -62,9 +62,7 @@ impl ServerParams {
         if parts.is_empty() {
             String::new()
         } else {
-            let mut text = parts.join("; ") + ".";
-            text[..1].make_ascii_uppercase();
-            text
+            format!("Servers: {}.", parts.join("; "))
         }
     }
 }
@@ -342,6 +340,20 @@ fn build_servers(packages: &[&str], unavailable: &mut HashMap<String, String>) {
     }
 }
 
+/// Whether `key` is one of the variables `cargo run` sets for the program
+/// it runs, rather than one that configures cargo itself.
+fn from_cargo_run(key: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_BIN_",
+        "CARGO_CRATE_",
+    ]
+    .iter()
+    .any(|prefix| key.starts_with(prefix))
+        || key == "CARGO_PRIMARY_PACKAGE"
+}
+
 /// Whether `program` is a file in one of `PATH`'s folders.
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -362,6 +374,16 @@ fn cargo_build(packages: &[&str]) -> Result<(), BuildError> {
     };
     let mut command = Command::new(&cargo);
     command.arg("build").arg("--quiet");
+    // `cargo run` gives the program it runs its package's variables
+    // (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...). Some build scripts in the
+    // tree (nix's, aws-lc's) ask to rerun when those change, so inheriting
+    // them here would rebuild those crates and all above them, and the next
+    // `cargo run` would rebuild them back: about a minute each way.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(from_cargo_run) {
+            command.env_remove(&key);
+        }
+    }
     if !cfg!(debug_assertions) {
         command.arg("--release");
     }
@@ -402,4 +424,30 @@ fn cargo_build(packages: &[&str]) -> Result<(), BuildError> {
         status: output.status.to_string(),
         stderr: lines[lines.len().saturating_sub(30)..].join("\n"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_package_variables_of_cargo_run_are_told_from_cargo_settings() {
+        for key in [
+            "CARGO_PKG_NAME",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_CRATE_NAME",
+        ] {
+            assert!(from_cargo_run(key), "{key}");
+        }
+        for key in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "PATH",
+        ] {
+            assert!(!from_cargo_run(key), "{key}");
+        }
+    }
 }

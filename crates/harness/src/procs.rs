@@ -355,23 +355,47 @@ mod tests {
     }
 
     #[test]
-    fn counters_grow_and_their_difference_never_goes_negative() {
-        let pgid = nix::unistd::getpgrp().as_raw();
+    fn counters_of_a_group_grow_with_its_work() {
+        use std::os::unix::process::CommandExt;
+        // A group of its own, so no other test's processes come and go in
+        // it: a shell that sleeps (a voluntary switch), then computes.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 0.1; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 5",
+            ])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as i32;
         let before = counters(pgid);
-        // Burn some CPU and switch a few times.
-        let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_add(i * i);
-        }
-        std::hint::black_box(x);
-        for _ in 0..5 {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        std::thread::sleep(std::time::Duration::from_millis(1500));
         let grown = counters(pgid).since(before);
+        let _ = child.kill();
+        let _ = child.wait();
         assert!(grown.user_s + grown.system_s > 0.0, "{grown:?}");
-        assert!(grown.voluntary >= 5, "{grown:?}");
-        let shrunk = before.since(counters(pgid));
-        assert_eq!(shrunk, Counters::default());
+        assert!(grown.voluntary >= 1, "{grown:?}");
+    }
+
+    #[test]
+    fn a_difference_never_goes_negative() {
+        // A process that ended between two reads took its counts with it.
+        let more = Counters {
+            user_s: 2.0,
+            system_s: 1.0,
+            voluntary: 10,
+            involuntary: 3,
+        };
+        let less = Counters {
+            user_s: 1.5,
+            system_s: 1.2,
+            voluntary: 4,
+            involuntary: 3,
+        };
+        let diff = less.since(more);
+        assert_eq!(diff.user_s, 0.0);
+        assert!((diff.system_s - 0.2).abs() < 1e-9);
+        assert_eq!((diff.voluntary, diff.involuntary), (0, 0));
     }
 
     #[test]

@@ -373,6 +373,58 @@ mod tests {
             .to_owned()
     }
 
+    /// A worker whose parent died is re-parented away from the server's
+    /// tree, but stays in its process group: the guard must kill it too.
+    #[test]
+    fn dropping_the_guard_kills_a_re_parented_worker() {
+        let dir = std::env::temp_dir().join(format!("harness-orphan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("orphan.pid");
+        let ready = r#"{"event":"ready","model":"fake","addr":"127.0.0.1:9","pid":1,"workers":1}"#;
+        // The subshell starts the worker and exits at once, so the worker's
+        // parent is gone before the ready line.
+        let script = format!(
+            "(sleep 300 & echo $! > {}); echo '{ready}'; exec sleep 300",
+            pid_file.display()
+        );
+        let server = Server::start(Spawn {
+            program: "sh".into(),
+            args: vec!["-c".into(), script],
+            env: Vec::new(),
+            told_addr: None,
+            ready_timeout: Duration::from_secs(10),
+            cpus: Vec::new(),
+        })
+        .unwrap();
+        let orphan: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let table = procs::process_table();
+        let entry = table
+            .iter()
+            .find(|e| e.pid == orphan)
+            .expect("the worker runs");
+        assert_ne!(
+            entry.ppid,
+            server.pid(),
+            "the worker is not the server's child"
+        );
+        assert_eq!(
+            entry.pgrp,
+            server.pid(),
+            "the worker is in the server's group"
+        );
+        drop(server);
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            !procs::process_table().iter().any(|e| e.pid == orphan)
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(gone, "the re-parented worker {orphan} outlived the guard");
+    }
+
     #[test]
     fn the_start_hook_pins_the_server_to_its_cpus() {
         let allowed = crate::cpus::allowed();

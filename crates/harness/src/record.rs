@@ -7,10 +7,12 @@
 //! file, and tables are rendered by one function ([`markdown_table`]).
 //!
 //! **Schema versions.** Each experiment's record carries a `schema_version`,
-//! bumped whenever a field changes meaning or goes away. The harness reads
-//! only the current version of each: when it changes, results of the older
-//! version are re-run or deleted, never silently reinterpreted. A test
-//! parses every committed result file to hold the repository to that.
+//! bumped whenever a field changes meaning or goes away. Within a version,
+//! fields are only added, with a default that means what older files
+//! meant, and CSV columns only at the end. The harness reads only the
+//! current version of each: when it changes, results of the older version
+//! are re-run or deleted, never silently reinterpreted. A test parses every
+//! committed result file to hold the repository to that.
 
 use std::path::Path;
 

@@ -337,3 +337,46 @@ fn a_dataset_built_before_fork_is_shared_and_per_worker_is_not() {
         "before-fork {shared:.1} MiB, per-worker {copied:.1} MiB"
     );
 }
+
+/// `--load 0.5`: after the closed-loop cell, the same cell open-loop at
+/// half the throughput the closed one measured, in the same run.
+#[test]
+fn an_open_loop_cell_offers_its_share_of_the_closed_cells_throughput() {
+    let out = scratch("open-loop");
+    let args = [
+        "run",
+        "--models",
+        "prefork",
+        "--workloads",
+        "cpu",
+        "--workers",
+        "1",
+        "--concurrency",
+        "4",
+        "--cpu-iters",
+        "1000",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0",
+        "--load",
+        "0.5",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "open",
+    ];
+    let (status, _, stderr, left) = run_lab(&args, Duration::from_secs(600));
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(left.is_empty(), "left running: {left:?}");
+    let run = read_run(&out.join("open"));
+    assert_eq!(run.cells.len(), 2);
+    let (closed, open) = (&run.cells[0], &run.cells[1]);
+    assert_eq!(closed.offered_rps, None);
+    let capacity = closed.load.as_ref().unwrap().rps;
+    assert_eq!(open.offered_rps, Some(capacity * 0.5));
+    assert_eq!(open.status, CellStatus::Ok, "{:?}", open.error);
+    assert!(open.load.as_ref().unwrap().ok > 0);
+    let csv = std::fs::read_to_string(out.join("open/cells.csv")).unwrap();
+    assert!(csv.lines().nth(2).unwrap().contains(",50%,"), "{csv}");
+}

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::plan::{Plan, Profile, Workload};
-use crate::args::{OutputArgs, ServerArgs, parse_duration};
+use super::plan::{Offered, Plan, Profile, Workload};
+use crate::args::{OutputArgs, ServerArgs, parse_duration, parse_rate, parse_share};
 
 /// The kinds a run has when `--models` is not given. The Node kinds are
 /// skipped, with one line, where `node` is not on PATH.
@@ -67,6 +67,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=50))]
     pub repeat: u32,
+
+    /// Also run each cell open-loop, at these shares of the throughput its
+    /// closed-loop run measured (0.05 to 1, e.g. `0.5,0.8`): a fixed
+    /// request rate with latency correction, so latencies of different
+    /// kinds compare at the same share of their capacity.
+    #[arg(long = "load", value_name = "SHARE,..", value_delimiter = ',',
+          value_parser = parse_share)]
+    pub load: Vec<f64>,
+
+    /// Also run each cell open-loop at these fixed rates (requests per
+    /// second), the same offered load for every kind.
+    #[arg(long = "rate", value_name = "RPS,..", value_delimiter = ',',
+          value_parser = parse_rate)]
+    pub rate: Vec<f64>,
 
     /// How long each `/io` request waits, in ms.
     #[arg(long, value_name = "MS", default_value_t = 20,
@@ -133,6 +147,11 @@ impl RunArgs {
             cpu_iters: self.cpu_iters,
             io_ms: self.io_ms,
             repeat: self.repeat,
+            open: dedup(&self.load)
+                .into_iter()
+                .map(Offered::Share)
+                .chain(dedup(&self.rate).into_iter().map(Offered::Rate))
+                .collect(),
             servers,
         };
         if plan.duration.is_zero() {

@@ -9,7 +9,7 @@ use harness::loadgen::LoadSummary;
 use harness::record::CellStatus;
 
 use super::measure::Measured;
-use super::plan::{Cell, Workload};
+use super::plan::{Cell, Offered, Workload};
 use super::report::{
     Bound, BoundBy, CellRecord, CpuRecord, Efficiency, KernelCost, MemoryRecord, PerRequest,
 };
@@ -50,8 +50,47 @@ impl Ceilings {
     }
 }
 
-/// The record of `cell`, from what it measured.
-pub fn cell_record(cell: &Cell, measured: Measured, ceilings: &Ceilings) -> CellRecord {
+/// The rate an open-loop `cell` offers: its fixed rate, or its share of
+/// what the same run's closed cell measured. `Ok(None)` for a closed
+/// cell; `Err` when the closed cell has no throughput to take a share of.
+pub fn offered_rps(cell: &Cell, done: &[(Cell, CellRecord)]) -> Result<Option<f64>, String> {
+    match cell.offered {
+        Offered::Closed => Ok(None),
+        Offered::Rate(rps) => Ok(Some(rps)),
+        Offered::Share(share) => {
+            let closed = done.iter().find(|(c, r)| {
+                c.offered == Offered::Closed && c.same_but_load(cell) && r.status == CellStatus::Ok
+            });
+            let capacity = closed
+                .and_then(|(_, r)| r.load.as_ref())
+                .map(|l| l.rps)
+                .filter(|&rps| rps > 0.0)
+                .ok_or("its closed-loop cell measured no throughput to take a share of")?;
+            Ok(Some(capacity * share))
+        }
+    }
+}
+
+/// The record of a cell that could not run, and why.
+pub fn not_run(cell: &Cell, why: &str) -> CellRecord {
+    cell_record(
+        cell,
+        None,
+        Measured {
+            error: Some(why.to_owned()),
+            ..Measured::default()
+        },
+        &Ceilings::new(&BTreeMap::new(), 1, None, 0),
+    )
+}
+
+/// The record of `cell`, from what it measured under the load it offered.
+pub fn cell_record(
+    cell: &Cell,
+    offered_rps: Option<f64>,
+    measured: Measured,
+    ceilings: &Ceilings,
+) -> CellRecord {
     let mut problems: Vec<String> = measured.error.iter().cloned().collect();
     if let Some(code) = measured.exit_code.filter(|&c| c != 0) {
         problems.push(format!(
@@ -95,13 +134,22 @@ pub fn cell_record(cell: &Cell, measured: Measured, ceilings: &Ceilings) -> Cell
         workload: cell.workload,
         workers: cell.workers,
         concurrency: cell.concurrency,
+        offered: cell.offered,
+        offered_rps,
         repeat: cell.repeat,
         status,
         error,
         stderr_tail,
         per_request: cpu.as_ref().and_then(|c| per_request(c, ok)),
         bound: match (&load, &cpu) {
-            (Some(l), Some(c)) => Some(bound(cell, &l.summary, c, efficiency.as_ref(), ceilings)),
+            (Some(l), Some(c)) => Some(bound(
+                cell,
+                &l.summary,
+                c,
+                efficiency.as_ref(),
+                offered_rps,
+                ceilings,
+            )),
             _ => None,
         },
         efficiency,
@@ -149,6 +197,7 @@ fn bound(
     summary: &LoadSummary,
     cpu: &CpuRecord,
     efficiency: Option<&Efficiency>,
+    offered_rps: Option<f64>,
     ceilings: &Ceilings,
 ) -> Bound {
     let found = |by, evidence: String| Bound { by, evidence };
@@ -162,6 +211,14 @@ fn bound(
         return found(
             BoundBy::Errors,
             format!("{failed} of {answered} requests failed"),
+        );
+    }
+    if let Some(offered) = offered_rps
+        && summary.rps >= NEAR * offered
+    {
+        return found(
+            BoundBy::OfferedRate,
+            format!("{:.0} of the {offered:.0} req/s offered", summary.rps),
         );
     }
     if cpu.wall_s <= 0.0 {
@@ -251,8 +308,13 @@ mod tests {
             workload,
             workers,
             concurrency: 100,
+            offered: Offered::Closed,
             repeat: 1,
         }
+    }
+
+    fn cell_record_closed(cell: &Cell, measured: Measured, ceilings: &Ceilings) -> CellRecord {
+        cell_record(cell, None, measured, ceilings)
     }
 
     fn measured(rps: f64) -> Measured {
@@ -301,7 +363,7 @@ mod tests {
 
     #[test]
     fn a_clean_cell_is_ok_with_its_figures() {
-        let record = cell_record(&cell(Workload::Cpu, 4), measured(900.0), &ceilings());
+        let record = cell_record_closed(&cell(Workload::Cpu, 4), measured(900.0), &ceilings());
         assert_eq!(record.status, CellStatus::Ok);
         // 4 workers on 2 cores use 2: 2 / 2 ms = 1000 req/s.
         let efficiency = record.efficiency.unwrap();
@@ -330,7 +392,7 @@ mod tests {
         if let Some(load) = seen.load.as_mut() {
             load.cpu_seconds = loadgen;
         }
-        cell_record(&kind_cell(kind, workload, workers), seen, &ceilings())
+        cell_record_closed(&kind_cell(kind, workload, workers), seen, &ceilings())
             .bound
             .unwrap()
     }
@@ -377,7 +439,7 @@ mod tests {
             load.summary.non_2xx = 40;
             load.summary.status_codes.insert("503".into(), 40);
         }
-        let record = cell_record(&cell(Workload::Cpu, 2), seen, &ceilings());
+        let record = cell_record_closed(&cell(Workload::Cpu, 2), seen, &ceilings());
         assert_eq!(record.bound.unwrap().by, BoundBy::Queue);
         let mut seen = measured(500.0);
         if let Some(load) = seen.load.as_mut() {
@@ -386,7 +448,7 @@ mod tests {
                 .errors
                 .insert("aborted due to deadline".into(), 900);
         }
-        let record = cell_record(&cell(Workload::Cpu, 2), seen, &ceilings());
+        let record = cell_record_closed(&cell(Workload::Cpu, 2), seen, &ceilings());
         let bound = record.bound.unwrap();
         assert_eq!(bound.by, BoundBy::Errors);
         // Deadline cut-offs are not failures.
@@ -394,17 +456,47 @@ mod tests {
     }
 
     #[test]
+    fn an_open_loop_takes_its_share_of_the_closed_cells_throughput() {
+        let closed = cell(Workload::Cpu, 2);
+        let record = cell_record_closed(&closed, measured(900.0), &ceilings());
+        let half = Cell {
+            offered: Offered::Share(0.5),
+            ..closed.clone()
+        };
+        let done = vec![(closed.clone(), record)];
+        assert_eq!(offered_rps(&half, &done), Ok(Some(450.0)));
+        assert_eq!(offered_rps(&closed, &done), Ok(None));
+        let fixed = Cell {
+            offered: Offered::Rate(300.0),
+            ..closed.clone()
+        };
+        assert_eq!(offered_rps(&fixed, &[]), Ok(Some(300.0)));
+        // Another repeat's closed cell is not this one's.
+        let other = Cell {
+            repeat: 2,
+            ..half.clone()
+        };
+        assert!(offered_rps(&other, &done).is_err());
+        // An open loop that got its rate was paced by it.
+        let open = cell_record(&half, Some(450.0), measured(440.0), &ceilings());
+        let bound = open.bound.unwrap();
+        assert_eq!(bound.by, BoundBy::OfferedRate);
+        assert_eq!(bound.evidence, "440 of the 450 req/s offered");
+        assert_eq!(open.offered_rps, Some(450.0));
+    }
+
+    #[test]
     fn an_io_cell_near_littles_law_is_bound_by_its_concurrency() {
         // 100 connections / 20 ms = 5000 req/s; 4500 is 90% of it.
         let mut seen = measured(4500.0);
         seen.server = Some(Counters::default());
-        let record = cell_record(&cell(Workload::Io, 1), seen, &ceilings());
+        let record = cell_record_closed(&cell(Workload::Io, 1), seen, &ceilings());
         assert_eq!(record.bound.unwrap().by, BoundBy::Concurrency);
     }
 
     #[test]
     fn each_runtime_is_held_to_its_own_kernel_cost() {
-        let node = cell_record(
+        let node = cell_record_closed(
             &kind_cell("node-cluster", Workload::Cpu, 2),
             measured(450.0),
             &ceilings(),
@@ -412,7 +504,7 @@ mod tests {
         // 2 cores / 4 ms (Node's cost) = 500 req/s.
         assert_eq!(node.efficiency.unwrap().ceiling_rps, 500.0);
         // A template's runtime is unknown: no ceiling, rather than a guess.
-        let mine = cell_record(
+        let mine = cell_record_closed(
             &kind_cell("mine", Workload::Cpu, 2),
             measured(450.0),
             &ceilings(),
@@ -422,10 +514,10 @@ mod tests {
 
     #[test]
     fn io_cells_are_held_to_littles_law_and_noop_to_nothing() {
-        let io = cell_record(&cell(Workload::Io, 1), measured(4000.0), &ceilings());
+        let io = cell_record_closed(&cell(Workload::Io, 1), measured(4000.0), &ceilings());
         // 100 connections / 20 ms = 5000 req/s.
         assert_eq!(io.efficiency.unwrap().ceiling_rps, 5000.0);
-        let noop = cell_record(&cell(Workload::Noop, 1), measured(4000.0), &ceilings());
+        let noop = cell_record_closed(&cell(Workload::Noop, 1), measured(4000.0), &ceilings());
         assert!(noop.efficiency.is_none());
     }
 
@@ -434,13 +526,13 @@ mod tests {
         let mut bad_exit = measured(1.0);
         bad_exit.exit_code = Some(1);
         bad_exit.stderr_tail = vec!["boom".into()];
-        let record = cell_record(&cell(Workload::Noop, 1), bad_exit, &ceilings());
+        let record = cell_record_closed(&cell(Workload::Noop, 1), bad_exit, &ceilings());
         assert_eq!(record.status, CellStatus::Failed);
         assert!(record.error.unwrap().contains("exited with 1"));
         assert_eq!(record.stderr_tail, ["boom"]);
         let mut leftover = measured(1.0);
         leftover.left_running = vec![42];
-        let record = cell_record(&cell(Workload::Noop, 1), leftover, &ceilings());
+        let record = cell_record_closed(&cell(Workload::Noop, 1), leftover, &ceilings());
         assert!(record.error.unwrap().contains("[42]"));
     }
 }

@@ -125,12 +125,13 @@ enum Failure {
     Message(String),
 }
 
-/// Measures one cell. `None` only when interrupted: its numbers would be
-/// cut short.
-pub fn cell(setup: &Setup, cell: &Cell) -> Option<Measured> {
+/// Measures one cell, closed loop or, with `rate`, open loop at that many
+/// requests per second (latency-corrected, so a stall shows as latency).
+/// `None` only when interrupted: its numbers would be cut short.
+pub fn cell(setup: &Setup, cell: &Cell, rate: Option<f64>) -> Option<Measured> {
     let started = Instant::now();
     let mut measured = Measured::default();
-    let result = measure(setup, cell, &mut measured);
+    let result = measure(setup, cell, rate, &mut measured);
     measured.wall_s = started.elapsed().as_secs_f64();
     if setup.session.is_interrupted() {
         return None;
@@ -141,7 +142,12 @@ pub fn cell(setup: &Setup, cell: &Cell) -> Option<Measured> {
     Some(measured)
 }
 
-fn measure(setup: &Setup, cell: &Cell, out: &mut Measured) -> Result<(), Failure> {
+fn measure(
+    setup: &Setup,
+    cell: &Cell,
+    rate: Option<f64>,
+    out: &mut Measured,
+) -> Result<(), Failure> {
     let request = StartRequest {
         workers: cell.workers,
         grace_ms: GRACE_MS,
@@ -168,11 +174,14 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Measured) -> Result<(), Failure
         out.idle = Some(idle.memory);
         let sampler = Sampler::start(pgid, SAMPLE_INTERVAL);
 
-        let spec = LoadSpec::new(
-            urls(cell.workload, server.addr, setup.cpu_iters, setup.io_ms),
-            cell.concurrency,
-            setup.duration,
-        );
+        let spec = LoadSpec {
+            rate,
+            ..LoadSpec::new(
+                urls(cell.workload, server.addr, setup.cpu_iters, setup.io_ms),
+                cell.concurrency,
+                setup.duration,
+            )
+        };
         let interrupted = &setup.session.interrupted;
         if !setup.warmup.is_zero() {
             let warmup = LoadSpec {

@@ -123,15 +123,24 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
     };
 
     write(&record)?;
+    // Each cell as it was run, for the open loops that take their rate
+    // from their closed cell.
+    let mut done = Vec::new();
     session.each(
         &plan.cells(),
         ToString::to_string,
         |cell, progress| -> Result<bool, Error> {
-            let Some(measured) = measure::cell(&setup, cell) else {
-                return Ok(false);
+            let cell_record = match figures::offered_rps(cell, &done) {
+                Ok(rate) => {
+                    let Some(measured) = measure::cell(&setup, cell, rate) else {
+                        return Ok(false);
+                    };
+                    figures::cell_record(cell, rate, measured, &ceilings)
+                }
+                Err(why) => figures::not_run(cell, &why),
             };
-            let cell_record = figures::cell_record(cell, measured, &ceilings);
             progress.suspend(|| log_cell(&cell_record));
+            done.push((cell.clone(), cell_record.clone()));
             record.cells.push(cell_record);
             write(&record)?;
             Ok(true)

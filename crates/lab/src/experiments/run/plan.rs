@@ -56,6 +56,32 @@ impl fmt::Display for Workload {
 /// Share of cpu requests in the mixed workload, in percent.
 pub const MIXED_CPU_PERCENT: u32 = 10;
 
+/// How a cell's load is offered.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Offered {
+    /// Closed loop: each connection sends its next request when the last
+    /// is answered, as fast as the server goes. Measures throughput; its
+    /// latency is mostly queueing.
+    #[default]
+    Closed,
+    /// Open loop at this share of the throughput the same run's closed
+    /// cell measured (same kind, workload, workers, connections, repeat).
+    Share(f64),
+    /// Open loop at this many requests per second.
+    Rate(f64),
+}
+
+impl fmt::Display for Offered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Offered::Closed => f.write_str("closed"),
+            Offered::Share(share) => write!(f, "{:.0}%", share * 100.0),
+            Offered::Rate(rps) => write!(f, "{rps:.0}/s"),
+        }
+    }
+}
+
 /// One measurement: a server kind under one workload at one size and load,
 /// and which repeat of it this is (1-based).
 #[derive(Clone, Debug)]
@@ -64,15 +90,33 @@ pub struct Cell {
     pub workload: Workload,
     pub workers: u16,
     pub concurrency: u32,
+    pub offered: Offered,
     pub repeat: u32,
+}
+
+impl Cell {
+    /// Whether `other` is the same cell but for how the load is offered:
+    /// the closed cell an open one takes its capacity from.
+    pub fn same_but_load(&self, other: &Cell) -> bool {
+        self.kind.name == other.kind.name
+            && self.workload == other.workload
+            && self.workers == other.workers
+            && self.concurrency == other.concurrency
+            && self.repeat == other.repeat
+    }
 }
 
 impl fmt::Display for Cell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} w={} c={} #{}",
-            self.kind.name, self.workload, self.workers, self.concurrency, self.repeat
+            "{} {} w={} c={} {} #{}",
+            self.kind.name,
+            self.workload,
+            self.workers,
+            self.concurrency,
+            self.offered,
+            self.repeat
         )
     }
 }
@@ -110,6 +154,9 @@ pub struct Plan {
     pub io_ms: u32,
     /// Times each cell runs, interleaved.
     pub repeat: u32,
+    /// Open-loop loads run after each closed cell: shares of its measured
+    /// throughput, and fixed rates.
+    pub open: Vec<Offered>,
     pub servers: ServerSettings,
 }
 
@@ -171,13 +218,18 @@ impl Plan {
                         self.concurrency.clone()
                     };
                     for concurrency in concurrency {
-                        cells.push(Cell {
-                            kind: kind.clone(),
-                            workload,
-                            workers,
-                            concurrency,
-                            repeat: 1,
-                        });
+                        // The closed cell first: the open ones at a share
+                        // take their rate from it.
+                        for offered in std::iter::once(Offered::Closed).chain(self.open.clone()) {
+                            cells.push(Cell {
+                                kind: kind.clone(),
+                                workload,
+                                workers,
+                                concurrency,
+                                offered,
+                                repeat: 1,
+                            });
+                        }
                     }
                 }
             }
@@ -281,6 +333,36 @@ mod tests {
                 (Workload::Cpu, 3)
             ]
         );
+    }
+
+    #[test]
+    fn open_loads_follow_the_closed_cell_they_take_their_rate_from() {
+        let plan = plan(&[
+            "--models",
+            "prefork",
+            "--workloads",
+            "cpu",
+            "--workers",
+            "1",
+            "--load",
+            "0.5,0.8",
+            "--rate",
+            "300",
+        ])
+        .unwrap();
+        let cells = plan.cells();
+        let offered: Vec<Offered> = cells.iter().map(|c| c.offered).collect();
+        assert_eq!(
+            offered,
+            [
+                Offered::Closed,
+                Offered::Share(0.5),
+                Offered::Share(0.8),
+                Offered::Rate(300.0)
+            ]
+        );
+        assert!(cells[1].same_but_load(&cells[0]));
+        assert_eq!(cells[1].to_string(), "prefork cpu w=1 c=16 50% #1");
     }
 
     #[test]

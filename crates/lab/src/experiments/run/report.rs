@@ -21,9 +21,11 @@ use harness::record::{
 use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Profile, Workload};
+use super::plan::{Offered, Profile, Workload};
 
 /// Bumped whenever a field of [`RunRecord`] changes meaning or goes away.
+/// Within a version, fields are only added, with a default that means what
+/// older files meant, and `cells.csv` only gains columns at its end.
 /// 2: the run metadata is shared with every experiment (`dirty`, `build`
 /// moved there), and `model` is any server kind's name.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -78,6 +80,14 @@ pub struct CellRecord {
     pub workload: Workload,
     pub workers: u16,
     pub concurrency: u32,
+    /// How the load was offered: closed loop, or open loop at a share of
+    /// the closed cell's throughput or at a fixed rate. (Added within
+    /// version 2; files without it were all closed loop.)
+    #[serde(default)]
+    pub offered: Offered,
+    /// The open loop's rate, requests per second.
+    #[serde(default)]
+    pub offered_rps: Option<f64>,
     /// Which repeat of this cell (1-based; see `--repeat`).
     pub repeat: u32,
     pub status: CellStatus,
@@ -175,6 +185,9 @@ pub enum BoundBy {
     SharedCores,
     /// The clients' concurrency: near Little's law for the wait.
     Concurrency,
+    /// An open loop that got the rate it offered: the load, not the
+    /// server, set the pace (by design).
+    OfferedRate,
     /// Nothing measured was near its limit.
     None,
 }
@@ -188,6 +201,7 @@ impl BoundBy {
             BoundBy::Loadgen => "loadgen",
             BoundBy::SharedCores => "shared cores",
             BoundBy::Concurrency => "concurrency",
+            BoundBy::OfferedRate => "offered rate",
             BoundBy::None => "-",
         }
     }
@@ -230,11 +244,12 @@ pub fn write_all(dir: &Path, run: &RunRecord) -> std::io::Result<()> {
 
 /// The table's columns, shared by the terminal, Markdown and (with more
 /// columns) CSV.
-const COLUMNS: [&str; 16] = [
+const COLUMNS: [&str; 17] = [
     "model",
     "workload",
     "workers",
     "conc",
+    "load",
     "rps",
     "p50 ms",
     "p99 ms",
@@ -265,6 +280,10 @@ pub fn table_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
                 cell.workload.to_string(),
                 cell.workers.to_string(),
                 cell.concurrency.to_string(),
+                match (cell.offered, cell.offered_rps) {
+                    (Offered::Share(_), Some(rps)) => format!("{} ({rps:.0}/s)", cell.offered),
+                    (offered, _) => offered.to_string(),
+                },
             ];
             if cell.status == CellStatus::Failed {
                 return failed_row(row, cell.error.as_deref(), COLUMNS.len());
@@ -336,11 +355,12 @@ impl Spread {
     }
 }
 
-const SPREAD_COLUMNS: [&str; 8] = [
+const SPREAD_COLUMNS: [&str; 9] = [
     "model",
     "workload",
     "workers",
     "conc",
+    "load",
     "runs ok",
     "rps min / median / max",
     "CPU µs/req min / median / max",
@@ -350,7 +370,15 @@ const SPREAD_COLUMNS: [&str; 8] = [
 /// One row per cell over its repeats (the cells that succeeded), in the
 /// order the cells first ran.
 pub fn spread_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
-    let key = |c: &CellRecord| (c.model.clone(), c.workload, c.workers, c.concurrency);
+    let key = |c: &CellRecord| {
+        (
+            c.model.clone(),
+            c.workload,
+            c.workers,
+            c.concurrency,
+            c.offered.to_string(),
+        )
+    };
     let mut keys = Vec::new();
     for cell in cells {
         if !keys.contains(&key(cell)) {
@@ -371,6 +399,7 @@ pub fn spread_rows(cells: &[CellRecord]) -> Vec<Vec<String>> {
                 k.1.to_string(),
                 k.2.to_string(),
                 k.3.to_string(),
+                k.4.clone(),
                 runs.len().to_string(),
                 Spread::show(figure(&|c| Some(c.load.as_ref()?.rps)), 0),
                 Spread::show(figure(&|c| Some(c.per_request?.cpu_us)), 1),
@@ -471,7 +500,7 @@ pub fn csv(cells: &[CellRecord]) -> String {
                   rss_peak_bytes,pss_peak_bytes,uss_peak_bytes,server_cpu_s,loadgen_cpu_s,\
                   load_s,efficiency_kind,ceiling_rps,efficiency,cpu_us_per_req,user_us_per_req,\
                   system_us_per_req,voluntary_switches_per_req,involuntary_switches_per_req,\
-                  bound,repeat,exit_code,error\n";
+                  bound,repeat,exit_code,error,offered,offered_rps\n";
     let mut out = String::from(header);
     for cell in cells {
         let load = cell.load.clone().unwrap_or_default();
@@ -527,6 +556,8 @@ pub fn csv(cells: &[CellRecord]) -> String {
             cell.repeat.to_string(),
             cell.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             cell.error.clone().unwrap_or_default(),
+            cell.offered.to_string(),
+            num(cell.offered_rps),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
@@ -555,6 +586,8 @@ mod tests {
             workload: Workload::Cpu,
             workers: 2,
             concurrency: 16,
+            offered: Offered::Closed,
+            offered_rps: None,
             repeat: 1,
             status: CellStatus::Ok,
             error: None,
@@ -648,6 +681,7 @@ mod tests {
                 "cpu",
                 "2",
                 "16",
+                "closed",
                 "1000",
                 "1.50",
                 "12.25",
@@ -668,7 +702,7 @@ mod tests {
     fn a_failed_row_keeps_the_table_width() {
         let rows = table_rows(&[failed_cell()]);
         assert_eq!(rows[0].len(), COLUMNS.len());
-        assert_eq!(rows[0][4], "FAILED: server did not start, in 15s");
+        assert_eq!(rows[0][5], "FAILED: server did not start, in 15s");
     }
 
     #[test]
@@ -703,8 +737,8 @@ mod tests {
         let cells = [run(1, 900.0), run(2, 1100.0), failed, run(3, 1000.0)];
         let rows = spread_rows(&cells);
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0][4], "3");
-        assert_eq!(rows[0][5], "900 / 1000 / 1100");
+        assert_eq!(rows[0][5], "3");
+        assert_eq!(rows[0][6], "900 / 1000 / 1100");
         assert_eq!(Spread::of(&[]), None);
     }
 

@@ -1,48 +1,35 @@
 //! What makes node-cluster Node's cluster: a primary that respawns dead
 //! workers and kills hung ones, `/stats` gathered over IPC, the scheduling
 //! policies Node has (and the one it lacks), and what happens to the
-//! workers when the primary is killed.
+//! workers when the primary is killed. The checks it shares with prefork's
+//! master are `testkit::supervision`'s.
 
 mod common;
 
 use std::collections::HashSet;
+use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
 
-use std::io::{ErrorKind, Read, Write};
-
-use common::{CLUSTER as BIN, one_slot_replaced, pids, proc_stat};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::{CLUSTER as BIN, proc_stat};
 use service::contract::{Balance, SlotState};
-use testkit::{Server, alive, describe, wait_until};
+use testkit::supervision::{
+    self, Supervisor, kill_supervisor, kill_worker, one_slot_replaced, pids,
+};
+use testkit::{Server, alive, crash_flags, wait_until};
+
+/// Node's cluster primary, as the shared supervision cases see it.
+const PRIMARY: Supervisor = Supervisor {
+    // An uncaught exception: Node prints it and exits with status 1.
+    panic_exit: "exited with status 1",
+    hang_logged: "hung: no heartbeat",
+    // A replacement is a fresh Node process, which takes a while to start.
+    replace_within: Duration::from_secs(10),
+};
 
 #[test]
 fn a_killed_worker_is_respawned_in_its_slot() {
     for balance in ["rr", "none"] {
-        let server = Server::start(BIN, &["--workers", "2", "--balance", balance]);
-        let before = pids(&server);
-        kill(Pid::from_raw(before[0] as i32), Signal::SIGKILL).unwrap();
-
-        assert_eq!(
-            one_slot_replaced(&server, &before, Duration::from_secs(10)),
-            0,
-            "{balance}"
-        );
-        let after = server.stats().workers;
-        assert_eq!(after[0].restarts, 1, "{balance}: {after:?}");
-        assert_eq!(after[1].restarts, 0, "{balance}: {after:?}");
-        assert_eq!(
-            after[1].pid, before[1],
-            "{balance}: the other worker is untouched"
-        );
-        for _ in 0..20 {
-            assert_eq!(server.get("/").status, 200, "{balance}");
-        }
-        assert!(
-            server.stderr().contains("killed by SIGKILL"),
-            "{balance}: {}",
-            server.stderr()
-        );
+        supervision::a_killed_worker_is_replaced_in_its_slot(BIN, &["--balance", balance], PRIMARY);
     }
 }
 
@@ -54,8 +41,8 @@ fn the_only_workers_replacement_serves_on_the_same_port() {
     for balance in ["rr", "none"] {
         let server = Server::start(BIN, &["--workers", "1", "--balance", balance]);
         let before = pids(&server);
-        kill(Pid::from_raw(before[0] as i32), Signal::SIGKILL).unwrap();
-        one_slot_replaced(&server, &before, Duration::from_secs(10));
+        kill_worker(before[0]);
+        one_slot_replaced(&server, &before, PRIMARY.replace_within);
         assert_eq!(server.get("/").status, 200, "{balance}");
     }
 }
@@ -77,15 +64,7 @@ fn spins(pid: u32, from: u64, ms: u64) -> bool {
 fn rr_never_answers_nor_closes_a_connection_handed_to_a_hung_worker() {
     let server = Server::start(
         BIN,
-        &[
-            "--workers",
-            "1",
-            "--balance",
-            "rr",
-            "--allow-crash",
-            "--worker-timeout-ms",
-            "300",
-        ],
+        &[&crash_flags("1", "300")[..], &["--balance", "rr"]].concat(),
     );
     let before = pids(&server);
     let ticks = proc_stat(before[0]).unwrap().1;
@@ -97,7 +76,7 @@ fn rr_never_answers_nor_closes_a_connection_handed_to_a_hung_worker() {
     handed
         .write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
         .unwrap();
-    one_slot_replaced(&server, &before, Duration::from_secs(10));
+    one_slot_replaced(&server, &before, PRIMARY.replace_within);
     assert_eq!(server.get("/").status, 200, "the replacement serves");
 
     handed
@@ -115,54 +94,7 @@ fn rr_never_answers_nor_closes_a_connection_handed_to_a_hung_worker() {
 
 #[test]
 fn each_crash_ends_only_the_worker_that_served_it() {
-    let server = Server::start(
-        BIN,
-        &[
-            "--workers",
-            "2",
-            "--allow-crash",
-            "--worker-timeout-ms",
-            "600",
-        ],
-    );
-    for (mode, how_it_died) in [
-        // An uncaught exception: Node prints it and exits with status 1.
-        ("panic", "exited with status 1"),
-        ("abort", "killed by SIGABRT"),
-        ("segv", "killed by SIGSEGV"),
-        ("exit", "exited with status 1"),
-    ] {
-        let before = pids(&server);
-        let result = server.crash(mode);
-        assert!(
-            result.is_err(),
-            "{mode}: the crashing request gets no answer: {result:?}"
-        );
-        let slot = one_slot_replaced(&server, &before, Duration::from_secs(10));
-        assert!(!alive(before[slot]), "{mode}: the old worker is gone");
-        assert!(
-            server.stderr().contains(how_it_died),
-            "{mode}: {}",
-            server.stderr()
-        );
-        assert_eq!(
-            server.get("/cpu?iters=1").status,
-            200,
-            "{mode}: still serving"
-        );
-    }
-    assert_eq!(server.stats().restarts(), 4);
-
-    // A hung worker's loop sends no heartbeat; the primary kills it.
-    let before = pids(&server);
-    let hung = server.crash_in_background("hang");
-    one_slot_replaced(&server, &before, Duration::from_secs(10));
-    assert!(
-        hung.join().unwrap().is_err(),
-        "the hung request gets no answer"
-    );
-    assert!(server.stderr().contains("hung"), "{}", server.stderr());
-    assert_eq!(server.get("/").status, 200);
+    supervision::each_crash_ends_only_the_worker_that_served_it(BIN, PRIMARY);
 }
 
 /// `/stats` is answered by one worker for all: the primary asks every
@@ -237,16 +169,7 @@ fn policies_node_lacks_are_refused_with_one_line() {
 /// until something kills it (here, the test's process-group guard).
 #[test]
 fn a_killed_primary_takes_its_idle_workers_but_not_a_hung_one() {
-    let mut server = Server::start(
-        BIN,
-        &[
-            "--workers",
-            "2",
-            "--allow-crash",
-            "--worker-timeout-ms",
-            "0",
-        ],
-    );
+    let mut server = Server::start(BIN, &crash_flags("2", "0"));
     let workers = pids(&server);
     let _hung = server.crash_in_background("hang");
     // Wait until one worker spins (its CPU time climbs by 300 ms or more).
@@ -269,11 +192,7 @@ fn a_killed_primary_takes_its_idle_workers_but_not_a_hung_one() {
         _ => (workers[1], workers[0]),
     };
 
-    server.signal(Signal::SIGKILL);
-    let status = server
-        .wait_timeout(Duration::from_secs(5))
-        .expect("the primary exits");
-    assert_eq!(describe(status), "signal 9");
+    kill_supervisor(&mut server, Duration::from_secs(5));
     assert!(
         wait_until(Duration::from_secs(5), || !alive(idle)),
         "the idle worker outlived its primary"

@@ -1,71 +1,36 @@
 //! What makes prefork prefork: a master that replaces dead and hung workers,
-//! never spins on a crash loop, and leaves no orphans.
+//! never spins on a crash loop, and leaves no orphans. The checks it shares
+//! with node-cluster's primary are `testkit::supervision`'s.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use service::contract::{Balance, SlotState, WorkerStats};
+use nix::sys::signal::Signal;
+use service::contract::Balance;
+use testkit::supervision::{self, Supervisor, kill_worker, pids};
 use testkit::{Server, alive, describe, read_response, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_prefork");
 
-/// Worker pids by slot, from `/stats`.
-fn pids(server: &Server) -> Vec<u32> {
-    workers(server).iter().map(|w| w.pid).collect()
-}
-
-fn workers(server: &Server) -> Vec<WorkerStats> {
-    server.stats().workers
-}
-
-/// Waits until exactly one slot has a new, ready worker, and returns that
-/// slot. Panics (with the server's log) if that takes over `within`.
-fn one_slot_replaced(server: &Server, before: &[u32], within: Duration) -> usize {
-    let mut replaced = None;
-    let done = wait_until(within, || {
-        let Some(stats) = server.try_stats() else {
-            return false;
-        };
-        let now = &stats.workers;
-        let changed: Vec<usize> = (0..before.len())
-            .filter(|&i| now[i].pid != before[i])
-            .collect();
-        replaced = changed.first().copied();
-        changed.len() == 1 && now.iter().all(|w| w.state == SlotState::Ready)
-    });
-    assert!(
-        done,
-        "no single replacement within {within:?}; stderr:\n{}",
-        server.stderr()
-    );
-    replaced.unwrap()
-}
+/// prefork's master, as the shared supervision cases see it.
+const MASTER: Supervisor = Supervisor {
+    // The worker's panic hook exits with status 101, Rust's panic status.
+    panic_exit: "exited with status 101",
+    hang_logged: "worker hung: its event loop stopped ticking",
+    replace_within: Duration::from_secs(5),
+};
 
 #[test]
 fn a_killed_worker_is_replaced_in_its_slot() {
-    let server = Server::start(BIN, &["--workers", "2"]);
-    let before = pids(&server);
-    kill(Pid::from_raw(before[0] as i32), Signal::SIGKILL).unwrap();
-
-    assert_eq!(
-        one_slot_replaced(&server, &before, Duration::from_secs(2)),
-        0
-    );
-    let after = workers(&server);
-    assert_eq!(after[0].restarts, 1);
-    assert_eq!(after[1].restarts, 0);
-    assert_eq!(after[1].pid, before[1], "the other worker is untouched");
-    for _ in 0..20 {
-        assert_eq!(server.get("/").status, 200);
-    }
-    assert!(
-        server.stderr().contains("killed by SIGKILL"),
-        "{}",
-        server.stderr()
+    supervision::a_killed_worker_is_replaced_in_its_slot(
+        BIN,
+        &[],
+        Supervisor {
+            replace_within: Duration::from_secs(2),
+            ..MASTER
+        },
     );
 }
 
@@ -77,69 +42,15 @@ fn crash_is_forbidden_without_the_flag() {
 }
 
 #[test]
-fn each_crash_kills_only_the_worker_that_served_it() {
-    let server = Server::start(
-        BIN,
-        &[
-            "--workers",
-            "2",
-            "--allow-crash",
-            "--worker-timeout-ms",
-            "600",
-        ],
-    );
-    for (mode, how_it_died) in [
-        ("panic", "exited with status 101"),
-        ("abort", "killed by SIGABRT"),
-        ("segv", "killed by SIGSEGV"),
-        ("exit", "exited with status 1"),
-    ] {
-        let before = pids(&server);
-        let result = server.crash(mode);
-        assert!(
-            result.is_err(),
-            "{mode}: the crashing request gets no answer: {result:?}"
-        );
-        let slot = one_slot_replaced(&server, &before, Duration::from_secs(5));
-        assert!(!alive(before[slot]), "{mode}: the old worker is gone");
-        assert!(
-            server.stderr().contains(how_it_died),
-            "{mode}: {}",
-            server.stderr()
-        );
-        assert_eq!(
-            server.get("/cpu?iters=1").status,
-            200,
-            "{mode}: still serving"
-        );
-    }
-    assert_eq!(server.stats().restarts(), 4);
-
-    // A hung worker never answers; the master notices the silent heartbeat.
-    let before = pids(&server);
-    let hung = server.crash_in_background("hang");
-    one_slot_replaced(&server, &before, Duration::from_secs(5));
-    assert!(
-        hung.join().unwrap().is_err(),
-        "the hung request gets no answer"
-    );
-    assert!(
-        server.stderr().contains("worker hung"),
-        "{}",
-        server.stderr()
-    );
-    assert_eq!(server.get("/").status, 200);
+fn each_crash_ends_only_the_worker_that_served_it() {
+    supervision::each_crash_ends_only_the_worker_that_served_it(BIN, MASTER);
 }
 
 #[test]
 fn killing_the_master_leaves_no_worker() {
     let mut server = Server::start(BIN, &["--workers", "3"]);
     let workers = pids(&server);
-    server.signal(Signal::SIGKILL);
-    let status = server
-        .wait_timeout(Duration::from_secs(2))
-        .expect("master exits");
-    assert_eq!(describe(status), "signal 9");
+    supervision::kill_supervisor(&mut server, Duration::from_secs(2));
     assert!(
         wait_until(Duration::from_secs(2), || workers
             .iter()
@@ -218,7 +129,7 @@ fn reuseport_keeps_a_dead_workers_socket_for_its_replacement() {
     let server = Server::start(BIN, &["--workers", "2", "--balance", "reuseport"]);
     let before = pids(&server);
     server.signal(Signal::SIGSTOP);
-    kill(Pid::from_raw(before[1] as i32), Signal::SIGKILL).unwrap();
+    kill_worker(before[1]);
     // The stopped master cannot reap it: it stays a zombie, its slot empty.
     assert!(
         wait_until(Duration::from_secs(5), || !alive(before[1])),
@@ -257,7 +168,7 @@ fn reuseport_keeps_a_dead_workers_socket_for_its_replacement() {
         "no connection made while worker 1 was dead was answered by its replacement: \
          {answered_by:?}"
     );
-    let after = workers(&server);
+    let after = server.stats().workers;
     assert_ne!(after[1].pid, before[1], "slot 1 has a new worker");
     assert_eq!(after[1].restarts, 1);
 }

@@ -10,9 +10,15 @@
 //!   (malformed request lines, headers dribbled in slowly).
 //! - [`cases`] holds the contract checks every model must pass; each model's
 //!   test suite calls them with its own binary.
+//! - [`supervision`] and [`pool`] hold what two kinds of one architecture
+//!   share beyond the contract: the checks and helpers for a supervisor that
+//!   replaces worker processes (prefork, node-cluster), and for an event loop
+//!   that feeds a pool of threads (threadpool, node-threads).
 
 pub mod cases;
 mod group;
+pub mod pool;
+pub mod supervision;
 
 pub use group::Group;
 
@@ -202,13 +208,57 @@ impl Server {
             .unwrap_or_else(|e| panic!("/stats is not the contract's: {e}: {}", response.body))
     }
 
-    /// `GET /stats`, or `None` if the request failed: for polling while a
-    /// worker is crashing or hung, since a worker can accept a connection
-    /// just before it dies or stops running its loop, and takes it along.
+    /// Polls `/stats` until `condition` holds and returns that document;
+    /// panics, naming `what` and showing the last `/stats` and the stderr,
+    /// if it does not hold within `within`.
+    #[track_caller]
+    pub fn stats_when(
+        &self,
+        within: Duration,
+        what: &str,
+        mut condition: impl FnMut(&Stats) -> bool,
+    ) -> Stats {
+        let mut last = None;
+        let done = wait_until(within, || {
+            let stats = self.stats();
+            let holds = condition(&stats);
+            last = Some(stats);
+            holds
+        });
+        let last = last.expect("wait_until looks at least once");
+        assert!(
+            done,
+            "{what}: not within {within:?}: {last:?}; stderr:\n{}",
+            self.stderr()
+        );
+        last
+    }
+
+    /// `GET /stats`, or `None` if the request failed or took over 2 s: for
+    /// polling while a worker is crashing or hung, since a worker can accept
+    /// a connection just before it dies or stops running its loop, and takes
+    /// it along. Node's round robin may even hand the poll's connection to a
+    /// hung worker and then never answer nor close it (see node-cluster's
+    /// tests): the poll gives up on it and the caller tries again.
     pub fn try_stats(&self) -> Option<Stats> {
-        let request = "GET /stats HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
-        let response = self.try_send(request.as_bytes()).ok()?;
+        let mut stream = self.connect().ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"GET /stats HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let response = read_response(&mut stream).ok()?;
         serde_json::from_str(&response.body).ok()
+    }
+
+    /// Asserts that the server's stderr so far contains `needle`; the
+    /// failure names `context` and shows the whole stderr.
+    #[track_caller]
+    pub fn assert_logged(&self, needle: &str, context: &str) {
+        let stderr = self.stderr();
+        assert!(
+            stderr.contains(needle),
+            "{context}: no {needle:?} in stderr:\n{stderr}"
+        );
     }
 }
 
@@ -296,6 +346,19 @@ pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes)?;
     Response::parse(&bytes)
+}
+
+/// The flags for a server under crash tests: `workers` workers, `/crash`
+/// allowed, and a worker given up on as hung once it has been stuck for
+/// `worker_timeout_ms` (`"0"`: never).
+pub fn crash_flags<'a>(workers: &'a str, worker_timeout_ms: &'a str) -> [&'a str; 5] {
+    [
+        "--workers",
+        workers,
+        "--allow-crash",
+        "--worker-timeout-ms",
+        worker_timeout_ms,
+    ]
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.

@@ -1,112 +1,32 @@
 //! What makes threadpool threadpool: a bounded queue with backpressure, and
-//! the truth about what a crash in a thread does.
+//! the truth about what a crash in a thread does. The checks it passes alike
+//! with node-threads are `testkit::pool`'s; the rest are its own.
 
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use service::contract::{LostThread, SlotState, Stats};
+use service::contract::{LostThread, SlotState};
 use testkit::cases::CPU_ITERS_1;
-use testkit::{Response, Server, describe, wait_until};
+use testkit::pool::{get_in_background, panic_a_job, pool_in_flight, pool_requests, tids};
+use testkit::{Server, crash_flags, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_threadpool");
 
-/// Sends a GET from a thread of its own, for requests that take a while.
-fn get_in_background(server: &Server, path: &'static str) -> JoinHandle<Response> {
-    let addr = server.addr;
-    std::thread::spawn(move || testkit::get(addr, path))
-}
-
-/// Jobs the pool threads have taken, and are running now.
-fn pool_requests(stats: &Stats) -> u64 {
-    stats.workers.iter().map(|w| w.requests).sum()
-}
-
-fn pool_in_flight(stats: &Stats) -> u64 {
-    stats.workers.iter().map(|w| w.in_flight).sum()
-}
-
-fn queue_depth(server: &Server) -> u64 {
-    server
-        .stats()
-        .queue
-        .expect("threadpool reports its queue")
-        .depth
-}
-
-#[test]
-fn stats_show_the_pool_the_queue_and_the_loop() {
-    let server = Server::start(BIN, &["--workers", "3", "--queue", "7"]);
-    assert_eq!(server.get("/cpu?iters=1").body, format!("{CPU_ITERS_1}\n"));
-    let stats = server.stats();
-    assert_eq!(stats.model, "threadpool");
-    assert_eq!(stats.workers.len(), 3);
-    let queue = stats.queue.expect("queue");
-    assert_eq!((queue.capacity, queue.depth), (7, 0));
-    assert!(stats.loop_lag_ms.is_some(), "{stats:?}");
-    let main = stats.main.as_ref().expect("main");
-    assert_eq!(
-        main.pid,
-        server.pid(),
-        "the event loop runs in the server process"
-    );
-    assert_eq!(main.requests, 2, "the /cpu and this /stats: {stats:?}");
-    assert_eq!(
-        pool_requests(&stats),
-        1,
-        "one job ran on the pool: {stats:?}"
-    );
-}
-
-/// About a second of PBKDF2 on this kind of machine: long enough for a test
-/// to observe the queue while it runs.
-const SLOW_CPU: &str = "/cpu?iters=5000000";
-
-#[test]
-fn a_full_queue_answers_503_at_once_and_recovers() {
-    let server = Server::start(BIN, &["--workers", "1", "--queue", "2"]);
-    // One job running and two queued fill the pool.
-    let running = get_in_background(&server, SLOW_CPU);
-    assert!(wait_until(Duration::from_secs(10), || pool_in_flight(
-        &server.stats()
-    ) == 1));
-    let queued: Vec<_> = (0..2)
-        .map(|_| get_in_background(&server, SLOW_CPU))
-        .collect();
-    assert!(
-        wait_until(Duration::from_secs(10), || queue_depth(&server) == 2),
-        "{:?}",
-        server.stats()
-    );
-    let refused = server.get("/cpu?iters=1");
-    assert_eq!(refused.status, 503, "{refused:?}");
-    assert_eq!(refused.header("retry-after"), Some("1"));
-    assert_eq!(refused.worker(), "main");
-    assert_eq!(
-        server.get("/").status,
-        200,
-        "the event loop itself is not blocked"
-    );
-    assert_eq!(server.stats().queue.unwrap().rejected, 1);
-
-    for request in queued.into_iter().chain([running]) {
-        assert_eq!(request.join().unwrap().status, 200);
-    }
-    assert_eq!(server.get("/cpu?iters=1").status, 200);
-}
+testkit::pool_tests!(BIN, "threadpool");
 
 #[test]
 fn a_panic_fails_one_request_and_the_thread_survives() {
     let server = Server::start(BIN, &["--workers", "2", "--allow-crash"]);
-    let tids = |stats: &Stats| stats.workers.iter().map(|w| w.tid).collect::<Vec<_>>();
     let before = tids(&server.stats());
-    let panicked = server.post("/crash?how=panic");
-    assert_eq!(panicked.status, 500, "{panicked:?}");
-    assert!(panicked.worker().parse::<usize>().is_ok(), "{panicked:?}");
+    let slot = panic_a_job(&server);
     assert_eq!(server.get("/cpu?iters=1").body, format!("{CPU_ITERS_1}\n"));
     let stats = server.stats();
     assert_eq!(tids(&stats), before, "the same threads: {stats:?}");
     let errors: u64 = stats.workers.iter().map(|w| w.errors).sum();
     assert_eq!(errors, 1, "{stats:?}");
+    assert_eq!(
+        stats.workers[slot].errors, 1,
+        "on the slot that answered: {stats:?}"
+    );
     assert_eq!(
         stats.restarts(),
         0,
@@ -142,16 +62,7 @@ fn lost(server: &Server) -> Vec<LostThread> {
 
 #[test]
 fn a_hung_thread_is_reported_lost_and_replaced() {
-    let server = Server::start(
-        BIN,
-        &[
-            "--workers",
-            "2",
-            "--allow-crash",
-            "--worker-timeout-ms",
-            "300",
-        ],
-    );
+    let server = Server::start(BIN, &crash_flags("2", "300"));
     // Never answered: the request's thread ends when the test drops the
     // server and its connection closes.
     let _hung = server.crash_in_background("hang");
@@ -183,11 +94,7 @@ fn a_hung_thread_is_reported_lost_and_replaced() {
         "the lost thread keeps burning CPU: {:?}",
         server.stats()
     );
-    assert!(
-        server.stderr().contains("pool thread hung"),
-        "{}",
-        server.stderr()
-    );
+    server.assert_logged("pool thread hung", "hang");
 }
 
 /// The watchdog hands a hung thread's slot to a replacement: the slot counts
@@ -195,30 +102,16 @@ fn a_hung_thread_is_reported_lost_and_replaced() {
 /// as the lost thread's.
 #[test]
 fn a_hung_threads_request_is_counted_on_it_not_on_its_replacement() {
-    let server = Server::start(
-        BIN,
-        &[
-            "--workers",
-            "2",
-            "--allow-crash",
-            "--worker-timeout-ms",
-            "300",
-        ],
-    );
+    let server = Server::start(BIN, &crash_flags("2", "300"));
     let _hung = server.crash_in_background("hang");
-    let mut stats = None;
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            let now = server.stats();
-            let replaced = now.lost.as_ref().is_some_and(|lost| lost.len() == 1)
-                && now.workers.iter().all(|w| w.state == SlotState::Ready);
-            stats = Some(now);
-            replaced
-        }),
-        "{stats:?}; stderr:\n{}",
-        server.stderr()
+    let stats = server.stats_when(
+        Duration::from_secs(5),
+        "one thread lost and every slot ready",
+        |stats| {
+            stats.lost.as_ref().is_some_and(|lost| lost.len() == 1)
+                && stats.workers.iter().all(|w| w.state == SlotState::Ready)
+        },
     );
-    let stats = stats.unwrap();
     let lost = &stats.lost.as_ref().unwrap()[0];
     assert_eq!(
         lost.in_flight, 1,
@@ -246,18 +139,9 @@ const LONGEST_CPU: &str = "/cpu?iters=10000000";
 fn a_lost_thread_that_finishes_answers_and_leaves_its_slot_alone() {
     let server = Server::start(BIN, &["--workers", "1", "--worker-timeout-ms", "200"]);
     let slow = get_in_background(&server, LONGEST_CPU);
-    let mut stats = None;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            let now = server.stats();
-            let given_up = now.lost.as_ref().is_some_and(|lost| lost.len() == 1);
-            stats = Some(now);
-            given_up
-        }),
-        "{stats:?}; stderr:\n{}",
-        server.stderr()
-    );
-    let stats = stats.unwrap();
+    let stats = server.stats_when(Duration::from_secs(10), "one thread lost", |stats| {
+        stats.lost.as_ref().is_some_and(|lost| lost.len() == 1)
+    });
     let held = (
         stats.workers[0].in_flight,
         stats.lost.as_ref().unwrap()[0].in_flight,
@@ -281,44 +165,6 @@ fn a_lost_thread_that_finishes_answers_and_leaves_its_slot_alone() {
     );
     assert_eq!(server.get("/cpu?iters=1").status, 200);
     assert_eq!(server.stats().workers[0].requests, 2);
-}
-
-#[test]
-fn abort_and_segv_in_a_thread_take_the_whole_process() {
-    for (mode, signal) in [("abort", "signal 6"), ("segv", "signal 11")] {
-        let mut server = Server::start(BIN, &["--workers", "2", "--allow-crash"]);
-        let result = server.crash(mode);
-        assert!(result.is_err(), "{mode}: {result:?}");
-        let status = server
-            .wait_timeout(Duration::from_secs(5))
-            .expect("the process is dead");
-        assert_eq!(describe(status), signal, "{mode}");
-        assert!(
-            server.connect().is_err(),
-            "{mode}: nobody is listening any more"
-        );
-    }
-}
-
-#[test]
-fn sigterm_lets_queued_jobs_finish() {
-    let mut server = Server::start(BIN, &["--workers", "1"]);
-    let running = get_in_background(&server, SLOW_CPU);
-    assert!(wait_until(Duration::from_secs(10), || pool_in_flight(
-        &server.stats()
-    ) == 1));
-    let queued = get_in_background(&server, SLOW_CPU);
-    assert!(wait_until(Duration::from_secs(10), || queue_depth(&server) == 1));
-    let status = server.terminate();
-    assert_eq!(running.join().unwrap().status, 200);
-    assert_eq!(queued.join().unwrap().status, 200);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}; stderr:\n{}",
-        describe(status),
-        server.stderr()
-    );
 }
 
 #[test]

@@ -21,6 +21,9 @@ lab run --name "$stamp-default"
 # What pinning the server and the load generator to disjoint CPUs changes.
 lab run --pin on --models bare,prefork,threadpool,node-cluster,node-threads \
   --workloads noop,cpu --workers 1,2 --duration 3s --name "$stamp-pinned"
+# Latency at the same share of each kind's capacity (open loop).
+lab run --models prefork,threadpool,node-cluster,node-threads --workloads cpu,io \
+  --workers 2 --load 0.5,0.8 --duration 3s --name "$stamp-open-loop"
 # Crash isolation, every kind and fault; then prefork with a shared socket.
 lab crash --name "$stamp-crash"
 lab crash --models prefork --balance shared --name "$stamp-crash-prefork-shared"

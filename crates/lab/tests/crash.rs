@@ -11,7 +11,7 @@ use harness::record::CellStatus;
 use lab::experiments::crash::report::{CrashRun, FaultRecord, Stopped};
 
 mod common;
-use common::{run_lab, scratch};
+use common::{lab_ok, run_lab, scratch};
 
 /// Runs one short fault and returns its record, after checking the run
 /// finished and left no process behind.
@@ -45,12 +45,8 @@ fn crash_once(model: &str, fault: &str) -> (FaultRecord, PathBuf) {
         "t",
     ];
     // Generous: the first call may build the servers.
-    let (status, _, stderr, left) = run_lab(&args, Duration::from_secs(600));
-    assert!(status.success(), "lab crash failed: {status}\n{stderr}");
-    assert!(left.is_empty(), "processes left: {left:?}");
+    let run: CrashRun = lab_ok(&args, &out, "t", "crash.json");
     let dir = out.join("t");
-    let text = std::fs::read_to_string(dir.join("crash.json")).expect("crash.json");
-    let run: CrashRun = serde_json::from_str(&text).expect("crash.json parses");
     assert!(run.meta.complete);
     assert_eq!(run.results.len(), 1);
     let record = run.results.into_iter().next().unwrap();

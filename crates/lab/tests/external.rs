@@ -11,7 +11,7 @@ use lab::experiments::crash::report::CrashRun;
 use lab::experiments::run::report::RunRecord;
 
 mod common;
-use common::{run_lab, scratch};
+use common::{lab_ok, run_lab, scratch};
 
 fn tiny_template() -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_server.py");
@@ -48,11 +48,7 @@ fn a_template_server_runs_through_lab_run() {
         "--name",
         "t",
     ];
-    let (status, _, stderr, left) = run_lab(&args, Duration::from_secs(600));
-    assert!(status.success(), "{status}\n{stderr}");
-    assert!(left.is_empty(), "left running: {left:?}");
-    let text = std::fs::read_to_string(out.join("t/run.json")).unwrap();
-    let run: RunRecord = serde_json::from_str(&text).unwrap();
+    let run: RunRecord = lab_ok(&args, &out, "t", "run.json");
     assert_eq!(run.params.models, ["tiny"]);
     assert!(run.params.servers.templates.contains_key("tiny"));
     assert_eq!(run.cells.len(), 2);
@@ -99,11 +95,7 @@ fn a_template_server_runs_through_lab_crash_with_stats_figures_not_measured() {
         "--name",
         "t",
     ];
-    let (status, _, stderr, left) = run_lab(&args, Duration::from_secs(600));
-    assert!(status.success(), "{status}\n{stderr}");
-    assert!(left.is_empty(), "left running: {left:?}");
-    let text = std::fs::read_to_string(out.join("t/crash.json")).unwrap();
-    let run: CrashRun = serde_json::from_str(&text).unwrap();
+    let run: CrashRun = lab_ok(&args, &out, "t", "crash.json");
     let r = &run.results[0];
     assert_eq!(r.status, CellStatus::Ok, "{:?}", r.error);
     // `exit` ends the one process: nothing answers after it.

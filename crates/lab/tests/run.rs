@@ -14,7 +14,7 @@ use lab::experiments::run::report::RunRecord;
 use testkit::Group;
 
 mod common;
-use common::{Tagged, run_lab, scratch};
+use common::{Tagged, lab_ok, run_lab, scratch};
 use nix::sys::signal::Signal;
 
 fn read_run(dir: &Path) -> RunRecord {
@@ -366,10 +366,7 @@ fn an_open_loop_cell_offers_its_share_of_the_closed_cells_throughput() {
         "--name",
         "open",
     ];
-    let (status, _, stderr, left) = run_lab(&args, Duration::from_secs(600));
-    assert!(status.success(), "{status}\n{stderr}");
-    assert!(left.is_empty(), "left running: {left:?}");
-    let run = read_run(&out.join("open"));
+    let run: RunRecord = lab_ok(&args, &out, "open", "run.json");
     assert_eq!(run.cells.len(), 2);
     let (closed, open) = (&run.cells[0], &run.cells[1]);
     assert_eq!(closed.offered_rps, None);

@@ -129,7 +129,7 @@ impl Server {
         command
             .args(&spawn.args)
             .envs(spawn.env.iter().map(|(k, v)| (k, v)));
-        start_hook(&mut command, &spawn.cpus).map_err(|source| {
+        let cannot_start = |source| {
             fail(
                 ServerError::Spawn {
                     program: spawn.program.display().to_string(),
@@ -137,21 +137,14 @@ impl Server {
                 },
                 &stderr,
             )
-        })?;
+        };
+        start_hook(&mut command, &spawn.cpus).map_err(cannot_start)?;
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| {
-                fail(
-                    ServerError::Spawn {
-                        program: spawn.program.display().to_string(),
-                        source,
-                    },
-                    &stderr,
-                )
-            })?;
+            .map_err(cannot_start)?;
         if let Some(pipe) = child.stderr.take() {
             let tail = stderr.clone();
             std::thread::spawn(move || {

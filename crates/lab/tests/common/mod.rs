@@ -17,6 +17,21 @@ pub fn run_lab(args: &[&str], limit: Duration) -> (ExitStatus, String, String, V
     (status, lab.stdout(), lab.stderr(), tag.alive())
 }
 
+/// Runs `lab ARGS`, which must succeed and leave nothing running, and
+/// parses the JSON file `file` of its run folder `out/name`.
+pub fn lab_ok<T: serde::de::DeserializeOwned>(
+    args: &[&str],
+    out: &Path,
+    name: &str,
+    file: &str,
+) -> T {
+    let (status, _, stderr, left) = run_lab(args, Duration::from_secs(600));
+    assert!(status.success(), "lab failed: {status}\n{stderr}");
+    assert!(left.is_empty(), "left running: {left:?}");
+    let text = std::fs::read_to_string(out.join(name).join(file)).expect(file);
+    serde_json::from_str(&text).expect(file)
+}
+
 /// Every process a `lab` started, found by an environment variable they
 /// all inherit. `lab` starts each server in a process group of its own
 /// (so the servers' guard can kill all of a server's processes), so the

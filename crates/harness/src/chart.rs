@@ -33,6 +33,18 @@ pub struct Chart {
     pub panels: Vec<Panel>,
 }
 
+/// Writes each `(file name, chart)` into `dir` as SVG, each through a
+/// temporary file and a rename, like every other result file.
+pub fn write_files(dir: &Path, charts: &[(String, Chart)]) -> std::io::Result<()> {
+    for (name, chart) in charts {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        write_svg(&tmp, chart)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, dir.join(name))?;
+    }
+    Ok(())
+}
+
 /// Draws `chart` into an SVG file at `path`.
 pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::Error>> {
     let all = || {
@@ -42,13 +54,18 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
             .flat_map(|p| &p.series)
             .flat_map(|s| &s.points)
     };
-    let x_min = all()
-        .map(|p| p.0)
-        .fold(chart.marker_x.unwrap_or(0.0), f64::min);
-    let x_max = all()
-        .map(|p| p.0)
-        .fold(chart.marker_x.unwrap_or(0.0), f64::max);
-    let x_max = if x_max > x_min { x_max } else { x_min + 1.0 };
+    let xs = || all().map(|p| p.0).chain(chart.marker_x);
+    let (low, high) = (
+        xs().fold(f64::INFINITY, f64::min),
+        xs().fold(f64::NEG_INFINITY, f64::max),
+    );
+    // A margin on both sides, so points at the ends are not on the frame.
+    let margin = if high > low { (high - low) * 0.05 } else { 0.5 };
+    let (x_min, x_max) = if low.is_finite() {
+        (low - margin, high + margin)
+    } else {
+        (0.0, 1.0)
+    };
     let height = 350 * chart.panels.len().max(1) as u32;
     let root = SVGBackend::new(path, (1000, height)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -92,6 +109,13 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
                             PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
                         });
                     }
+                    // A dot on each point, so a series of one point shows.
+                    ctx.draw_series(
+                        series
+                            .points
+                            .iter()
+                            .map(|&point| Circle::new(point, 3, color.filled())),
+                    )?;
                 }
                 if index == 0 {
                     ctx.configure_series_labels()

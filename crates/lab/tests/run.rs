@@ -108,6 +108,15 @@ fn a_tiny_matrix_runs_end_to_end() {
     let csv = std::fs::read_to_string(dir.join("cells.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 5);
     let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    // A chart per workload and one of memory, each embedded in summary.md.
+    for chart in ["run-noop.svg", "run-cpu.svg", "memory.svg"] {
+        let svg = std::fs::read_to_string(dir.join(chart)).expect(chart);
+        assert!(svg.contains("<svg") && svg.contains("prefork"), "{chart}");
+        assert!(
+            summary.contains(&format!("]({chart})")),
+            "{chart} not in summary.md"
+        );
+    }
     for table in [summary.as_str(), stdout.as_str()] {
         assert!(
             table.contains("bare") && table.contains("prefork") && table.contains("threadpool")

@@ -203,21 +203,25 @@ pub fn write_all(dir: &Path, run: &CrashRun) -> std::io::Result<()> {
             ("crash.md".into(), render_markdown(run)),
         ],
     )?;
-    for model in &run.params.models {
-        let results: Vec<&FaultRecord> = run
-            .results
-            .iter()
-            .filter(|r| &r.model == model && !r.windows.is_empty())
-            .collect();
-        if !results.is_empty() {
-            let name = format!("crash-{model}.svg");
-            let tmp = dir.join(format!(".{name}.tmp"));
-            chart::write_svg(&tmp, &timeline_chart(model, &results, run.params.window_ms))
-                .map_err(|e| std::io::Error::other(format!("{}: {e}", tmp.display())))?;
-            std::fs::rename(&tmp, dir.join(name))?;
-        }
-    }
-    Ok(())
+    let charts: Vec<(String, Chart)> = run
+        .params
+        .models
+        .iter()
+        .filter_map(|model| {
+            let results: Vec<&FaultRecord> = run
+                .results
+                .iter()
+                .filter(|r| &r.model == model && !r.windows.is_empty())
+                .collect();
+            (!results.is_empty()).then(|| {
+                (
+                    format!("crash-{model}.svg"),
+                    timeline_chart(model, &results, run.params.window_ms),
+                )
+            })
+        })
+        .collect();
+    chart::write_files(dir, &charts)
 }
 
 const COLUMNS: [&str; 10] = [

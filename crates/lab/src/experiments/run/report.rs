@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use harness::chart::{self, Chart, Panel, Series};
 use harness::cpus::Pinning;
 use harness::kernel::Runtime;
 use harness::loadgen::LoadSummary;
@@ -239,7 +240,125 @@ pub fn write_all(dir: &Path, run: &RunRecord) -> std::io::Result<()> {
             ("cells.csv".into(), csv(&run.cells)),
             ("summary.md".into(), summary_markdown(run)),
         ],
-    )
+    )?;
+    chart::write_files(dir, &charts(run))
+}
+
+/// The median of `figure` over the closed-loop runs of each (kind,
+/// workers) of `workload` that succeeded, as one series per kind.
+fn series_against_workers(
+    cells: &[CellRecord],
+    workload: Workload,
+    figure: fn(&CellRecord) -> Option<f64>,
+) -> Vec<Series> {
+    let mut kinds: Vec<&str> = Vec::new();
+    for cell in cells.iter().filter(|c| c.workload == workload) {
+        if !kinds.contains(&cell.model.as_str()) {
+            kinds.push(&cell.model);
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let mine: Vec<&CellRecord> = cells
+                .iter()
+                .filter(|c| {
+                    c.model == kind
+                        && c.workload == workload
+                        && c.offered == Offered::Closed
+                        && c.status == CellStatus::Ok
+                })
+                .collect();
+            let mut workers: Vec<u16> = mine.iter().map(|c| c.workers).collect();
+            workers.sort_unstable();
+            workers.dedup();
+            let points = workers
+                .into_iter()
+                .filter_map(|w| {
+                    let values: Vec<f64> = mine
+                        .iter()
+                        .filter(|c| c.workers == w)
+                        .filter_map(|c| figure(c))
+                        .collect();
+                    Some((f64::from(w), Spread::of(&values)?.median))
+                })
+                .collect();
+            Series {
+                name: kind.to_owned(),
+                points,
+            }
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect()
+}
+
+/// The run's charts, by file name: per workload, throughput and CPU per
+/// request against workers; and memory against workers, from the noop
+/// cells if there are any (else the first workload's). Medians over
+/// repeats, closed-loop cells only.
+pub fn charts(run: &RunRecord) -> Vec<(String, Chart)> {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let cells = &run.cells;
+    let panel = |caption: String, y_desc: &str, series: Vec<Series>| Panel {
+        caption,
+        y_desc: y_desc.into(),
+        log_y: false,
+        series,
+    };
+    let mut charts = Vec::new();
+    for &workload in &run.params.workloads {
+        let rps = series_against_workers(cells, workload, |c| Some(c.load.as_ref()?.rps));
+        if rps.is_empty() {
+            continue;
+        }
+        let cpu = series_against_workers(cells, workload, |c| Some(c.per_request?.cpu_us));
+        charts.push((
+            format!("run-{workload}.svg"),
+            Chart {
+                x_desc: "workers".into(),
+                marker_x: None,
+                panels: vec![
+                    panel(format!("{workload}: 2xx answers per second"), "rps", rps),
+                    panel(format!("{workload}: server CPU per 2xx answer"), "µs", cpu),
+                ],
+            },
+        ));
+    }
+    let memory_workload = if run.params.workloads.contains(&Workload::Noop) {
+        Some(Workload::Noop)
+    } else {
+        run.params.workloads.first().copied()
+    };
+    if let Some(workload) = memory_workload {
+        let pss = series_against_workers(cells, workload, |c| {
+            Some(c.memory.as_ref()?.idle.pss_bytes as f64 / MIB)
+        });
+        let rss = series_against_workers(cells, workload, |c| {
+            Some(c.memory.as_ref()?.peak.rss_bytes as f64 / MIB)
+        });
+        if !pss.is_empty() {
+            charts.push((
+                "memory.svg".into(),
+                Chart {
+                    x_desc: "workers".into(),
+                    marker_x: None,
+                    panels: vec![
+                        panel(
+                            format!("PSS when idle, whole server ({workload} cells)"),
+                            "MiB",
+                            pss,
+                        ),
+                        panel(
+                            format!("RSS at peak, summed over processes ({workload} cells)"),
+                            "MiB",
+                            rss,
+                        ),
+                    ],
+                },
+            ));
+        }
+    }
+    charts
 }
 
 /// The table's columns, shared by the terminal, Markdown and (with more
@@ -464,6 +583,11 @@ fn summary_markdown(run: &RunRecord) -> String {
         out.push_str("\n\nEvery run:\n\n");
     }
     out.push_str(&render(&run.cells, TableStyle::Markdown));
+    out.push_str("\n\n");
+    for (name, chart) in charts(run) {
+        let caption = &chart.panels[0].caption;
+        let _ = writeln!(out, "![{caption}]({name})\n");
+    }
     out.push_str(
         "\n\nrps counts 2xx responses only. errors: non-2xx answers and client errors, not \
          counting requests cut off when the load's time ran out. Memory is summed over the \
@@ -740,6 +864,35 @@ mod tests {
         assert_eq!(rows[0][5], "3");
         assert_eq!(rows[0][6], "900 / 1000 / 1100");
         assert_eq!(Spread::of(&[]), None);
+    }
+
+    #[test]
+    fn charts_plot_the_median_of_closed_runs_against_workers() {
+        let cell = |model: &str, workers: u16, repeat: u32, rps: f64| {
+            let mut cell = ok_cell();
+            cell.model = model.into();
+            cell.workers = workers;
+            cell.repeat = repeat;
+            cell.load.as_mut().unwrap().rps = rps;
+            cell
+        };
+        let mut open = cell("prefork", 1, 1, 1.0);
+        open.offered = Offered::Share(0.5);
+        let cells = vec![
+            cell("prefork", 1, 1, 500.0),
+            cell("prefork", 2, 1, 900.0),
+            cell("prefork", 1, 2, 700.0),
+            cell("prefork", 1, 3, 600.0),
+            open,
+            cell("threadpool", 1, 1, 400.0),
+        ];
+        let series = series_against_workers(&cells, Workload::Cpu, |c| Some(c.load.as_ref()?.rps));
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].name, "prefork");
+        // Median of 500, 700, 600; the open-loop cell left out.
+        assert_eq!(series[0].points, [(1.0, 600.0), (2.0, 900.0)]);
+        assert_eq!(series[1].points, [(1.0, 400.0)]);
+        assert!(series_against_workers(&cells, Workload::Io, |_| Some(1.0)).is_empty());
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the experiment matrix and write results/<run name>/.
     Run(run::RunArgs),
+    /// Compare two runs of `lab run`: every figure of every shared cell,
+    /// with both runs' spreads; exit 1 with --fail-over when a figure got
+    /// worse by more than the threshold.
+    Compare(run::compare::CompareArgs),
     /// Crash isolation under load: hold a steady load, inject one fault per
     /// (model, fault), and write results/<run name>/crash.{json,md} and an
     /// SVG timeline per model.
@@ -55,6 +59,11 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
             Ok(_) => ExitCode::SUCCESS,
+        },
+        Command::Compare(args) => match run::compare::main(&args) {
+            Err(e) => report(e),
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
         },
         Command::Crash(args) => match crash::main(&args, lab_exe) {
             Err(e) => report(e),

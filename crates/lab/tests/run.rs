@@ -386,3 +386,57 @@ fn an_open_loop_cell_offers_its_share_of_the_closed_cells_throughput() {
     let csv = std::fs::read_to_string(out.join("open/cells.csv")).unwrap();
     assert!(csv.lines().nth(2).unwrap().contains(",50%,"), "{csv}");
 }
+
+// `lab compare`, on runs committed under `results/`: a run against itself
+// changes nothing; the pinned run against the default one has cells whose
+// throughput fell by more than 10%, which `--fail-over` turns into exit 1.
+
+fn result(name: &str) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../results")
+        .join(name);
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_run_against_itself_changes_nothing_and_passes_the_gate() {
+    let run = result("20261129T142501-default");
+    let (status, stdout, stderr, _) = run_lab(
+        &["compare", &run, &run, "--fail-over", "0%"],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("+0.0%"), "{stdout}");
+    assert!(!stdout.contains("differs:"), "{stdout}");
+}
+
+#[test]
+fn a_figure_worse_beyond_the_threshold_fails_the_gate() {
+    let (default, pinned) = (
+        result("20261129T142501-default"),
+        result("20261129T142501-pinned"),
+    );
+    let args = [
+        "compare",
+        &default,
+        &pinned,
+        "--figure",
+        "rps",
+        "--fail-over",
+        "10%",
+    ];
+    let (status, stdout, stderr, _) = run_lab(&args, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    // prefork's cpu cell with 2 workers, pinned to one CPU, lost about
+    // half its throughput (1242 to 697 req/s in the committed files).
+    assert!(
+        stderr.contains("worse: prefork cpu 2 16 closed rps"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("differs: pinning"), "{stdout}");
+    let bad = run_lab(
+        &["compare", &default, "/nonexistent"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(bad.0.code(), Some(2), "{}", bad.2);
+}

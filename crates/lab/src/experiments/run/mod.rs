@@ -7,9 +7,12 @@
 //! - [`plan`]: workloads, profiles, cells.
 //! - [`measure`]: one cell, into working data.
 //! - [`figures`]: working data into the published record (pure).
-//! - [`report`]: `run.json`, `cells.csv`, `summary.md`, the terminal table.
+//! - [`report`]: `run.json`, `cells.csv`, `summary.md`, the charts, the
+//!   terminal table.
+//! - [`compare`]: `lab compare`, what changed between two runs.
 
 pub mod args;
+pub mod compare;
 pub mod figures;
 pub mod measure;
 pub mod plan;

@@ -700,7 +700,7 @@ fn csv_field(field: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use harness::loadgen::Latency;
 
@@ -905,12 +905,25 @@ mod tests {
         assert!(text.contains("\"server did not start, in 15s\ncaused by: x, y\""));
     }
 
-    #[test]
-    fn run_record_round_trips_through_json() {
-        let machine = harness::session::machine();
-        let run = RunRecord {
+    /// A run whose cells are `ok_cell`s (prefork-like, cpu, 16
+    /// connections) with these kinds, workers and rps; a repeated cell
+    /// counts as the next repeat.
+    pub(crate) fn sample_run(cells: &[(&str, u16, f64)]) -> RunRecord {
+        let mut records: Vec<CellRecord> = Vec::new();
+        for &(model, workers, rps) in cells {
+            let mut cell = ok_cell();
+            cell.model = model.into();
+            cell.workers = workers;
+            cell.repeat = 1 + records
+                .iter()
+                .filter(|c| c.model == model && c.workers == workers)
+                .count() as u32;
+            cell.load.as_mut().unwrap().rps = rps;
+            records.push(cell);
+        }
+        RunRecord {
             schema_version: SCHEMA_VERSION,
-            meta: RunMeta::new("t", None, machine),
+            meta: RunMeta::new("t", None, harness::session::machine()),
             params: Params {
                 profile: Profile::Quick,
                 models: vec!["prefork".into()],
@@ -939,7 +952,15 @@ mod tests {
                 pinning: None,
             },
             cpu_kernels: BTreeMap::new(),
+            cells: records,
+        }
+    }
+
+    #[test]
+    fn run_record_round_trips_through_json() {
+        let run = RunRecord {
             cells: vec![ok_cell(), failed_cell()],
+            ..sample_run(&[])
         };
         let text = serde_json::to_string(&run).unwrap();
         let back: RunRecord = serde_json::from_str(&text).unwrap();

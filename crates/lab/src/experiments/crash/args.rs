@@ -19,7 +19,7 @@ pub const DEFAULT_KINDS: [&str; 5] = [
 ];
 
 /// `lab crash`'s flags. Every one has a default; with none, every fault
-/// runs on both models (about 2 minutes on 2 cores).
+/// runs on every kind (about 6 minutes on 2 cores).
 #[derive(Args, Debug, Clone)]
 pub struct CrashArgs {
     /// Server kinds [default: prefork, threadpool, and, where `node` is on
@@ -28,11 +28,12 @@ pub struct CrashArgs {
     #[arg(long, value_delimiter = ',', value_name = "NAME,..")]
     pub models: Vec<String>,
 
-    /// Faults [default: every fault the kind can take]. `kill`: SIGKILL of
-    /// one worker process from outside (kinds with worker processes that
-    /// `/stats` lists); the others are `POST /crash?how=...`: a panic,
-    /// `abort()`, a real SIGSEGV, the worker (prefork) or pool thread
-    /// (threadpool) exiting, and a busy loop.
+    /// Faults [default: every fault the kind can take]. `kill` and
+    /// `kill-primary`: SIGKILL of one worker process, or of the supervisor,
+    /// from outside (kinds with worker processes that `/stats` lists); the
+    /// others are `POST /crash?how=...`: a panic, `abort()`, a real SIGSEGV,
+    /// the worker (prefork) or pool thread (threadpool) exiting, and a busy
+    /// loop.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "FAULT,..")]
     pub faults: Vec<Fault>,
 

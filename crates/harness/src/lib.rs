@@ -1,6 +1,7 @@
 //! The lab's core: what every experiment shares, and nothing about any one
 //! experiment or about the command line (this crate does not depend on
-//! clap; experiments hand it plain settings).
+//! clap; experiments hand it plain settings; the one clap type that passes
+//! through is `loadgen::LoadgenArgs`, the `lab loadgen` child's own flags).
 //!
 //! The tour, in the order an experiment uses it:
 //!

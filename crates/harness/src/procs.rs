@@ -181,25 +181,13 @@ pub fn sample_group(pgid: i32) -> TreeSample {
     TreeSample { processes, memory }
 }
 
-/// Which of `processes` still run (same pid and start time, not a zombie).
-pub fn still_running(processes: &[ProcEntry]) -> Vec<ProcEntry> {
-    let table = process_table();
-    processes
-        .iter()
-        .filter(|p| table.iter().any(|t| t.pid == p.pid && t.start == p.start))
-        .copied()
-        .collect()
-}
-
 /// What the background sampler saw.
 #[derive(Clone, Debug, Default)]
 pub struct Sampled {
     pub samples: u32,
     pub peak: Memory,
-    /// The most processes the tree had at once.
+    /// The most processes the group had at once.
     pub max_processes: usize,
-    /// Every process seen in the tree, to check none outlives the server.
-    pub seen: Vec<ProcEntry>,
 }
 
 /// Samples a process group on a thread every `interval` until stopped.
@@ -221,11 +209,6 @@ impl Sampler {
                     sampled.samples += 1;
                     sampled.peak = sampled.peak.max_each(sample.memory);
                     sampled.max_processes = sampled.max_processes.max(sample.processes.len());
-                    for p in sample.processes {
-                        if !sampled.seen.contains(&p) {
-                            sampled.seen.push(p);
-                        }
-                    }
                 }
                 std::thread::sleep(interval);
             }

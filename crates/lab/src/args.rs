@@ -113,20 +113,24 @@ fn pinning(pin: Pin, allowed: &[usize]) -> Result<Option<Pinning>, String> {
 
 impl ServerSettings {
     /// Prepares the servers of `kinds` (see [`Servers::prepare`]); returns
-    /// them with the kinds that can run here.
+    /// them with the kinds that can run here, or bad input when none can.
     pub fn prepare(
         &self,
         kinds: &[ServerKind],
     ) -> Result<(Servers, Vec<ServerKind>), crate::Error> {
         let mut kinds = kinds.to_vec();
         let servers = Servers::prepare(
-            self.registry.clone(),
             &mut kinds,
             self.options.clone(),
             self.server_dir.clone(),
             self.ready_timeout,
         )
         .map_err(crate::Error::OwnExe)?;
+        if kinds.is_empty() {
+            return Err(crate::Error::BadInput(
+                "none of the server kinds asked for can run here (see the lines above)".into(),
+            ));
+        }
         let cpus = self.pinning.as_ref().map(|p| p.server.clone());
         Ok((servers.on_cpus(cpus.unwrap_or_default()), kinds))
     }

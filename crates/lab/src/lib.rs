@@ -15,7 +15,7 @@
 //!   (its files). Experiments never import each other.
 //! - The core, the `harness` crate, holds what they share: the session,
 //!   server kinds and guards, the load generator, `/stats` probes, timelines,
-//!   charts, records. It never sees a clap type or an experiment.
+//!   charts, records. It parses no command line and knows no experiment.
 //!
 //! `tests/architecture.rs` checks these directions on the source.
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use service::contract::{Balance, DatasetLoad};
 
-pub use process::{Server, ServerError, StartFailure, StderrTail};
+pub use process::{Group, Server, ServerError, StartFailure, StderrTail};
 pub use registry::{Launch, Registry, ServerKind, ServerOptions, Template, TemplateError};
 
 use crate::kernel::Runtime;
@@ -85,7 +85,6 @@ pub struct StartRequest {
 /// Where the servers come from, and how they are configured.
 #[derive(Debug)]
 pub struct Servers {
-    pub registry: Registry,
     pub options: ServerOptions,
     /// The folder with the built-in binaries.
     pub dir: PathBuf,
@@ -102,7 +101,6 @@ impl Servers {
     /// A template whose program is not there is dropped from `kinds` with
     /// one clear line, and the run goes on without it.
     pub fn prepare(
-        registry: Registry,
         kinds: &mut Vec<ServerKind>,
         options: ServerOptions,
         server_dir: Option<PathBuf>,
@@ -178,7 +176,6 @@ impl Servers {
             }
         }
         Ok(Servers {
-            registry,
             options,
             dir,
             ready_timeout,
@@ -326,7 +323,17 @@ fn locate(dir: &Path, binary: &str) -> Result<PathBuf, ServerError> {
 /// crate does not take the others' cells down with it; what still fails is
 /// recorded in `unavailable`, by package.
 fn build_servers(packages: &[&str], unavailable: &mut HashMap<String, String>) {
-    if packages.is_empty() || cargo_build(packages).is_ok() {
+    // `lab` too, in the combined build: cargo unifies features over the
+    // packages of one build, and lab's graph (oha's tokio and hyper
+    // features among them) is a superset of the servers', so with lab named
+    // the dependencies it already built are reused as they are; without
+    // it, tokio, hyper and everything above them would be compiled a second
+    // time with fewer features. Alone, each package is built by itself, so
+    // that a broken lab does not pass for a broken server.
+    let all: Vec<&str> = std::iter::once("lab")
+        .chain(packages.iter().copied())
+        .collect();
+    if packages.is_empty() || cargo_build(&all).is_ok() {
         return;
     }
     for &package in packages {
@@ -393,12 +400,6 @@ fn cargo_build(packages: &[&str]) -> Result<(), BuildError> {
     if manifest.exists() {
         command.arg("--manifest-path").arg(&manifest);
     }
-    // `lab` too: cargo unifies features over the packages of one build, and
-    // lab's graph (oha's tokio and hyper features among them) is a superset
-    // of the servers', so with lab named the dependencies it already built
-    // are reused as they are; without it, tokio, hyper and everything above
-    // them would be compiled a second time with fewer features.
-    command.arg("-p").arg("lab");
     for package in packages {
         command.arg("-p").arg(package);
     }

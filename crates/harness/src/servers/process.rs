@@ -98,6 +98,26 @@ impl StderrTail {
     }
 }
 
+/// A server's process group, by id and by when its leader started.
+#[derive(Clone, Copy, Debug)]
+pub struct Group {
+    pgid: i32,
+    leader_start: Option<u64>,
+}
+
+impl Group {
+    /// Every process in the group now. A group id is not reused while any
+    /// member lives, so a group that has members is ours, unless its leader
+    /// is a stranger who got the id after our group emptied.
+    pub fn members(&self) -> Vec<ProcEntry> {
+        let members = procs::group(self.pgid, &procs::process_table());
+        let stranger_leads = members
+            .iter()
+            .any(|e| e.pid == self.pgid && Some(e.start) != self.leader_start);
+        if stranger_leads { Vec::new() } else { members }
+    }
+}
+
 /// A failure to start, with what the server said on stderr.
 #[derive(Debug)]
 pub struct StartFailure {
@@ -115,6 +135,9 @@ pub struct Server {
     pub ready: Option<Ready>,
     pub stderr: StderrTail,
     reaped: bool,
+    /// When the leader started (clock ticks since boot): with the pid it
+    /// tells our group from a stranger's that reuses the id later.
+    leader_start: Option<u64>,
 }
 
 impl Server {
@@ -172,7 +195,13 @@ impl Server {
             ready: None,
             stderr,
             reaped: false,
+            leader_start: None,
         };
+        // Not reaped yet, so the pid is still our child's.
+        server.leader_start = procs::process_table()
+            .iter()
+            .find(|e| e.pid == server.pid())
+            .map(|e| e.start);
         let deadline = Instant::now() + spawn.ready_timeout;
         let mut stdout_open = true;
         loop {
@@ -261,9 +290,17 @@ impl Server {
         }
     }
 
+    /// The server's process group, to look at after the guard is gone.
+    pub fn group(&self) -> Group {
+        Group {
+            pgid: self.pid(),
+            leader_start: self.leader_start,
+        }
+    }
+
     /// Every process in the server's group now.
     pub fn processes(&self) -> Vec<ProcEntry> {
-        procs::group(self.pid(), &procs::process_table())
+        self.group().members()
     }
 
     /// SIGTERM to the server (the contract has it stop its workers), then
@@ -302,8 +339,9 @@ impl Drop for Server {
             self.reaped = true;
         }
         // The group id stays reserved while any member lives, so signalling
-        // it while it has members cannot reach a stranger; with none left
-        // there is nothing to do.
+        // it while it has members cannot reach a stranger (`processes` also
+        // refuses a group a stranger now leads); with none left there is
+        // nothing to do.
         if !self.processes().is_empty() {
             let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
         }

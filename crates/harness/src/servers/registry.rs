@@ -214,10 +214,6 @@ impl Registry {
         self.kinds.iter().find(|k| k.name == name)
     }
 
-    pub fn kinds(&self) -> &[ServerKind] {
-        &self.kinds
-    }
-
     /// The names, for help texts and errors.
     pub fn names(&self) -> Vec<&str> {
         self.kinds.iter().map(|k| k.name.as_str()).collect()

@@ -6,7 +6,7 @@ use harness::record::CellStatus;
 use harness::timeline::{self, RecoveryRule};
 use service::contract::{SlotState, Stats};
 
-use super::measure::{BURN_GAP, Observed};
+use super::measure::Observed;
 use super::report::{CapacityAfter, FaultRecord, LostThread, WindowRecord};
 use super::{BASELINE_FROM_S, Fault, RECOVERY, WINDOW};
 
@@ -88,8 +88,8 @@ pub fn fault_record(model: &str, fault: Fault, seen: Observed, rules: &Rules) ->
         .or_else(|| (!seen.survived).then_some(before).flatten());
     if let Some(after) = after {
         let mut capacity = capacity_after(&after.stats, &seen.alive_pids);
-        if let Some(later) = &seen.later {
-            burn_rates(&mut capacity.lost_threads, &later.stats);
+        if let Some((gap_ms, later)) = &seen.later {
+            burn_rates(&mut capacity.lost_threads, &later.stats, *gap_ms);
         }
         if !seen.survived {
             capacity.workers_alive = 0;
@@ -195,15 +195,15 @@ fn capacity_after(stats: &Stats, alive_pids: &[u32]) -> CapacityAfter {
     }
 }
 
-/// CPU time each lost thread gained between two reads [`BURN_GAP`] apart,
-/// over that gap: the share of a core it burns.
-fn burn_rates(lost: &mut [LostThread], later: &Stats) {
+/// CPU time each lost thread gained between two reads `gap_ms` apart, over
+/// that gap: the share of a core it burns.
+fn burn_rates(lost: &mut [LostThread], later: &Stats, gap_ms: f64) {
     for thread in lost {
         let now = later.lost.iter().flatten().find(|l| l.tid == thread.tid);
         if let (Some(before), Some(after)) = (thread.cpu_ms, now.and_then(|l| l.cpu_ms)) {
             thread.cpu_ms = Some(after);
             thread.cores_burning =
-                Some(after.saturating_sub(before) as f64 / BURN_GAP.as_millis() as f64);
+                (gap_ms > 0.0).then(|| after.saturating_sub(before) as f64 / gap_ms);
         }
     }
 }
@@ -409,7 +409,7 @@ mod tests {
             }]),
             ..Stats::default()
         };
-        burn_rates(&mut lost, &later);
+        burn_rates(&mut lost, &later, 500.0);
         assert_eq!(lost[0].cores_burning, Some(0.9));
         assert_eq!(lost[0].cpu_ms, Some(1450));
     }

@@ -10,10 +10,11 @@ use harness::capacity;
 use harness::loadgen::{LoadOutcome, LoadSpec, LoadgenError, monotonic_ns};
 use harness::probe::{self, StatsRead};
 use harness::record::chain;
-use harness::servers::{Server, ServerError, ServerKind, Servers, StartRequest};
+use harness::servers::{Group, Server, ServerError, ServerKind, Servers, StartRequest};
 use harness::session::Session;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use service::contract::SlotState;
 
 use super::report::{Orphans, Stopped};
 use super::{Fault, Settings};
@@ -60,8 +61,9 @@ pub struct Observed {
     pub after: Option<StatsRead>,
     /// Pids of `after`'s workers still alive then.
     pub alive_pids: Vec<u32>,
-    /// A read [`BURN_GAP`] after `after`, when threads were lost.
-    pub later: Option<StatsRead>,
+    /// A read about [`BURN_GAP`] after `after`, when threads were lost,
+    /// with the milliseconds really between the two.
+    pub later: Option<(f64, StatsRead)>,
     pub survived: bool,
     /// How the `/crash` request went: a status code, or `no answer (...)`.
     pub crash_answer: Option<String>,
@@ -152,7 +154,7 @@ fn measure(
     // whose only event loop hangs never runs its SIGTERM handler: that is
     // an outcome of the fault (recorded), not a failure of the run; the
     // guard then kills the group.
-    let pgid = server.pid();
+    let group = server.group();
     let stopped = if out.survived {
         match server.stop(Duration::from_millis(GRACE_MS + 3_000)) {
             Ok((code, left)) => {
@@ -168,11 +170,7 @@ fn measure(
     };
     if stopped != Stopped::Exited(Some(0)) && out.left_running.is_empty() {
         std::thread::sleep(Duration::from_millis(100));
-        let table = harness::procs::process_table();
-        out.left_running = harness::procs::group(pgid, &table)
-            .iter()
-            .map(|p| p.pid)
-            .collect();
+        out.left_running = group.members().iter().map(|p| p.pid).collect();
     }
     out.stopped = Some(stopped);
     Ok(())
@@ -241,7 +239,14 @@ fn load_and_inject(
         std::thread::sleep(Duration::from_millis(100));
         handle
     });
-    let crash_request = inject(addr, server.pid(), fault, out, settings.after)?;
+    let crash_request = inject(
+        addr,
+        server.pid(),
+        server.group(),
+        fault,
+        out,
+        settings.after,
+    )?;
     if fault == Fault::KillPrimary {
         out.orphans = Some(watch_orphans(server.pid(), out.workers_before()));
     }
@@ -259,12 +264,13 @@ fn load_and_inject(
             .unwrap_or_default();
         while monotonic_ns() < end_ns && !session.is_interrupted() {
             if let Ok(now) = probe::stats(addr, STATS_TIMEOUT) {
+                let now_ns = monotonic_ns();
                 if out.replaced.is_none()
                     && let Some(slot) = super::figures::replacement(&before.stats, &now.stats)
                 {
-                    out.replaced = Some((monotonic_ns(), slot));
+                    out.replaced = Some((now_ns, slot));
                 }
-                last = Some(now);
+                last = Some((now_ns, now));
             }
             if out.replaced.is_some() || server.check_alive().is_err() {
                 break;
@@ -279,7 +285,12 @@ fn load_and_inject(
     // any lost thread still burns CPU.
     out.survived = server.check_alive().is_ok();
     if kind.contract {
-        out.after = probe::stats(addr, STATS_TIMEOUT).ok().or(last);
+        let after = probe::stats(addr, STATS_TIMEOUT)
+            .ok()
+            .map(|read| (monotonic_ns(), read))
+            .or(last);
+        let after_ns = after.as_ref().map(|(ns, _)| *ns);
+        out.after = after.map(|(_, read)| read);
         if let Some(after) = &out.after {
             out.alive_pids = after
                 .stats
@@ -291,7 +302,11 @@ fn load_and_inject(
             let lost = after.stats.lost.as_ref().is_some_and(|l| !l.is_empty());
             if lost && out.survived {
                 std::thread::sleep(BURN_GAP);
-                out.later = probe::stats(addr, STATS_TIMEOUT).ok();
+                if let (Ok(later), Some(after_ns)) = (probe::stats(addr, STATS_TIMEOUT), after_ns) {
+                    // The real gap: `after` may be an older read.
+                    let gap_ms = (monotonic_ns().saturating_sub(after_ns)) as f64 / 1e6;
+                    out.later = Some((gap_ms, later));
+                }
             }
         }
     }
@@ -331,6 +346,7 @@ fn watch_orphans(pgid: i32, workers: usize) -> Orphans {
 fn inject(
     addr: SocketAddr,
     server_pid: i32,
+    group: Group,
     fault: Fault,
     out: &mut Observed,
     after: Duration,
@@ -344,10 +360,21 @@ fn inject(
         return Ok(None);
     }
     let Some(mode) = fault.crash_mode() else {
+        // Only a ready worker whose pid is in the server's own process group:
+        // a pid /stats reports is never trusted to be ours by itself.
+        let ours = group.members();
         let before = out.before.as_ref().map(|(_, b)| &b.stats);
         let target = before
-            .and_then(|s| s.workers.iter().find(|w| w.pid > 0))
-            .ok_or_else(|| Failure::Message("/stats lists no worker pid".into()))?;
+            .and_then(|s| {
+                s.workers.iter().find(|w| {
+                    w.state == SlotState::Ready
+                        && w.pid as i32 != server_pid
+                        && ours.iter().any(|p| p.pid == w.pid as i32)
+                })
+            })
+            .ok_or_else(|| {
+                Failure::Message("/stats lists no ready worker in the server's group".into())
+            })?;
         let (pid, slot) = (target.pid, target.id);
         out.fault_ns = Some(monotonic_ns());
         kill(Pid::from_raw(pid as i32), Signal::SIGKILL)

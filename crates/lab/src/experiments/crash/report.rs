@@ -285,8 +285,10 @@ fn row(r: &FaultRecord) -> Vec<String> {
         (Some(o), _) => match o.gone_after_ms {
             Some(ms) => format!("its {} workers gone in {ms:.0} ms", o.workers),
             None => format!(
-                "{} of {} workers still running after 2 s",
-                o.left_after_watch, o.workers
+                "{} of {} workers still running after {} s",
+                o.left_after_watch,
+                o.workers,
+                super::measure::ORPHAN_WATCH.as_secs()
             ),
         },
         (None, stopped) => stopped.map_or("-".into(), Stopped::describe),

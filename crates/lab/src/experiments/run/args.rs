@@ -21,7 +21,7 @@ pub const DEFAULT_KINDS: [&str; 6] = [
 /// `lab run`'s flags. Lists are comma-separated (`--workers 1,2,4`).
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The short profile: at most a minute in all.
+    /// The short profile: about a minute and a half here, every kind.
     #[arg(long)]
     pub quick: bool,
 
@@ -110,10 +110,10 @@ impl RunArgs {
                 given.clone()
             }
         };
-        // Budget: the default profile is 21 cells (18, and bare's 3 noop
-        // cells) of about 7 s (warm-up, load, start and stop) on a 2-core
-        // machine, so under 5 minutes; quick is 14 cells of about 3 s, under
-        // a minute.
+        // Budget: the default profile is 42 cells with every kind, of about
+        // 6 s each (warm-up, load, start and stop) on a 2-core machine, so
+        // about 5 minutes; quick is 29 cells of about 2.5 s, about a minute
+        // and a half.
         let (workers, duration, warmup) = match profile {
             Profile::Default => (
                 given(&self.workers, &[1, 2, 4]),

@@ -30,7 +30,7 @@ pub struct CompareArgs {
     pub b: PathBuf,
 
     /// The figure --fail-over watches.
-    #[arg(long, value_enum, default_value_t = Figure::CpuPerRequest)]
+    #[arg(long, value_enum, default_value_t = Figure::CpuPerRequest, requires = "fail_over")]
     pub figure: Figure,
 
     /// Exit 1 when the watched figure got worse by more than this, e.g.
@@ -165,6 +165,24 @@ pub fn compare(a: &RunRecord, b: &RunRecord) -> Vec<Change> {
     changes
 }
 
+/// The cells that succeeded at least once in A and never in B: the worst
+/// change there is.
+pub fn failed_in_b(a: &RunRecord, b: &RunRecord) -> Vec<[String; 5]> {
+    let ok = |run: &RunRecord, k: &[String; 5]| {
+        run.cells
+            .iter()
+            .any(|c| &key(c) == k && c.status == CellStatus::Ok)
+    };
+    let mut failed: Vec<[String; 5]> = Vec::new();
+    for cell in &b.cells {
+        let k = key(cell);
+        if !failed.contains(&k) && ok(a, &k) && !ok(b, &k) {
+            failed.push(k);
+        }
+    }
+    failed
+}
+
 /// The changes of `figure` that are worse than `threshold`.
 pub fn worse_than(changes: &[Change], figure: Figure, threshold: f64) -> Vec<&Change> {
     changes
@@ -208,6 +226,29 @@ fn differences(a: &RunRecord, b: &RunRecord) -> Vec<String> {
         format!("{:?}", a.params.pinning),
         format!("{:?}", b.params.pinning),
     );
+    // Settings that change what a figure means.
+    let (pa, pb) = (&a.params, &b.params);
+    differ(
+        "cpu iterations",
+        pa.cpu_iters.to_string(),
+        pb.cpu_iters.to_string(),
+    );
+    differ("io wait ms", pa.io_ms.to_string(), pb.io_ms.to_string());
+    differ(
+        "load s",
+        pa.duration_s.to_string(),
+        pb.duration_s.to_string(),
+    );
+    differ(
+        "warm-up s",
+        pa.warmup_s.to_string(),
+        pb.warmup_s.to_string(),
+    );
+    differ(
+        "dataset MiB",
+        pa.servers.dataset_mb.to_string(),
+        pb.servers.dataset_mb.to_string(),
+    );
     out
 }
 
@@ -219,8 +260,11 @@ pub fn render(a: &RunRecord, b: &RunRecord, changes: &[Change]) -> String {
     for line in differences(a, b) {
         let _ = writeln!(out, "differs: {line}");
     }
+    for cell in failed_in_b(a, b) {
+        let _ = writeln!(out, "failed in B: {} (it succeeded in A)", cell.join(" "));
+    }
     if changes.is_empty() {
-        out.push_str("no cell in common\n");
+        out.push_str("no figure in common\n");
         return out;
     }
     let show = |s: Spread| format!("{:.1} [{:.1}–{:.1}]", s.median, s.min, s.max);
@@ -272,12 +316,16 @@ fn read(path: &Path) -> Result<RunRecord, Error> {
     };
     let text = std::fs::read_to_string(&file)
         .map_err(|e| Error::BadInput(format!("cannot read {}: {e}", file.display())))?;
-    let run: RunRecord = serde_json::from_str(&text).map_err(|e| {
+    let not_current = |why: String| {
         Error::BadInput(format!(
-            "{} is not a run.json of schema {SCHEMA_VERSION}: {e}",
+            "{} is not a run.json of schema {SCHEMA_VERSION}: {why}",
             file.display()
         ))
-    })?;
+    };
+    let run: RunRecord = serde_json::from_str(&text).map_err(|e| not_current(e.to_string()))?;
+    if run.schema_version != SCHEMA_VERSION {
+        return Err(not_current(format!("it is schema {}", run.schema_version)));
+    }
     Ok(run)
 }
 
@@ -289,6 +337,10 @@ pub fn main(args: &CompareArgs) -> Result<bool, Error> {
     let Some(threshold) = args.fail_over else {
         return Ok(true);
     };
+    let failed = failed_in_b(&a, &b);
+    for cell in &failed {
+        eprintln!("worse: {} failed in B", cell.join(" "));
+    }
     let worse = worse_than(&changes, args.figure, threshold);
     for change in &worse {
         eprintln!(
@@ -299,7 +351,7 @@ pub fn main(args: &CompareArgs) -> Result<bool, Error> {
             threshold * 100.0
         );
     }
-    Ok(worse.is_empty())
+    Ok(worse.is_empty() && failed.is_empty())
 }
 
 #[cfg(test)]
@@ -348,6 +400,17 @@ mod tests {
             &sample_run(&[("prefork", 1, 2.0)]),
         );
         assert_eq!(single[0].beyond_spread, None);
+    }
+
+    #[test]
+    fn a_cell_that_failed_in_b_is_the_worst_change() {
+        let a = sample_run(&[("prefork", 1, 1000.0)]);
+        let mut b = sample_run(&[("prefork", 1, 1000.0)]);
+        b.cells[0].status = CellStatus::Failed;
+        assert!(compare(&a, &b).is_empty());
+        assert_eq!(failed_in_b(&a, &b).len(), 1);
+        assert!(failed_in_b(&a, &a).is_empty());
+        assert!(render(&a, &b, &[]).contains("failed in B: prefork cpu 1 16 closed"));
     }
 
     #[test]

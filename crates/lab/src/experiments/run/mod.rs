@@ -151,6 +151,10 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
     )?;
     session.finish(&mut record.meta);
     write(&record)?;
+    report::write_charts(&session.dir, &record).map_err(|source| Error::Output {
+        path: session.dir.clone(),
+        source,
+    })?;
     println!("{}", report::render(&record.cells, TableStyle::Terminal));
     if plan.repeat > 1 {
         println!("over {} repeats:", plan.repeat);

@@ -240,7 +240,12 @@ pub fn write_all(dir: &Path, run: &RunRecord) -> std::io::Result<()> {
             ("cells.csv".into(), csv(&run.cells)),
             ("summary.md".into(), summary_markdown(run)),
         ],
-    )?;
+    )
+}
+
+/// Writes the run's charts; once, at the end of a run (summary.md links
+/// them from the start).
+pub fn write_charts(dir: &Path, run: &RunRecord) -> std::io::Result<()> {
     chart::write_files(dir, &charts(run))
 }
 

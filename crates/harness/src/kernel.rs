@@ -75,6 +75,11 @@ pub fn time_kernel(iters: u32, runs: usize) -> Vec<f64> {
         .collect()
 }
 
+/// What one `/cpu` request is made to cost (in Rust) when no iteration
+/// count is given: long enough to dwarf the HTTP around it, short enough for
+/// many requests a second.
+pub const REQUEST_COST_S: f64 = 0.0015;
+
 /// Iterations that cost about `target_seconds` here (in Rust), rounded to
 /// 100.
 pub fn calibrate_iters(target_seconds: f64) -> u32 {

@@ -56,3 +56,15 @@ impl session::Session {
         }
     }
 }
+
+/// Why one trial of an experiment (a cell, a fault run) stopped early: the
+/// server, the load generator, or something the experiment found wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TrialError {
+    #[error(transparent)]
+    Server(#[from] servers::ServerError),
+    #[error(transparent)]
+    Loadgen(#[from] loadgen::LoadgenError),
+    #[error("{0}")]
+    Message(String),
+}

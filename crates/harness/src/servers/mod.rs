@@ -123,7 +123,7 @@ impl Servers {
                 }
                 Launch::Builtin { .. } => kind
                     .needs
-                    .filter(|program| !on_path(program))
+                    .filter(|program| registry::find_program(program).is_none())
                     .map(str::to_owned),
             };
             if let Some(program) = program {
@@ -359,12 +359,6 @@ fn from_cargo_run(key: &str) -> bool {
     .iter()
     .any(|prefix| key.starts_with(prefix))
         || key == "CARGO_PRIMARY_PACKAGE"
-}
-
-/// Whether `program` is a file in one of `PATH`'s folders.
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 #[derive(Debug, thiserror::Error)]

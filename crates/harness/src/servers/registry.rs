@@ -323,16 +323,21 @@ impl Template {
     /// Where the program is, if it can be found: a path as given, or a
     /// name searched on `PATH`.
     pub fn program(&self) -> Option<PathBuf> {
-        let program = Path::new(&self.argv[0]);
-        if program.components().count() > 1 {
-            return program.is_file().then(|| program.to_owned());
-        }
-        std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join(program))
-                .find(|candidate| candidate.is_file())
-        })
+        find_program(&self.argv[0])
     }
+}
+
+/// Where `program` is: a path as given, or a name searched on `PATH`.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let program = Path::new(program);
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_owned());
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    })
 }
 
 /// The first `{...}` in `word` that is not a known placeholder.

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use harness::TrialError;
 use harness::capacity;
-use harness::loadgen::{LoadOutcome, LoadSpec, LoadgenError, monotonic_ns};
+use harness::loadgen::{LoadOutcome, LoadSpec, monotonic_ns};
 use harness::probe::{self, StatsRead};
 use harness::record::chain;
 use harness::servers::{Group, Server, ServerError, ServerKind, Servers, StartRequest};
@@ -86,17 +87,6 @@ pub struct Setup<'a> {
     pub cpu_iters: u32,
 }
 
-/// What stopped a fault run.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error(transparent)]
-    Server(#[from] ServerError),
-    #[error(transparent)]
-    Loadgen(#[from] LoadgenError),
-    #[error("{0}")]
-    Message(String),
-}
-
 /// One (kind, fault); `None` if interrupted (its numbers would be cut short).
 pub fn fault(setup: &Setup, kind: &ServerKind, fault: Fault) -> Option<Observed> {
     let mut observed = Observed::default();
@@ -131,7 +121,7 @@ fn measure(
     kind: &ServerKind,
     fault: Fault,
     out: &mut Observed,
-) -> Result<(), Failure> {
+) -> Result<(), TrialError> {
     let settings = setup.settings;
     let request = StartRequest {
         workers: settings.workers,
@@ -182,7 +172,7 @@ fn load_and_inject(
     fault: Fault,
     server: &mut Server,
     out: &mut Observed,
-) -> Result<(), Failure> {
+) -> Result<(), TrialError> {
     let settings = setup.settings;
     let session = setup.session;
     let addr = server.addr;
@@ -198,7 +188,7 @@ fn load_and_inject(
     server.check_alive()?;
     out.capacity_rps = rate.capacity_rps;
     if rate.rps < 1.0 {
-        return Err(Failure::Message(format!(
+        return Err(TrialError::Message(format!(
             "the probe measured no capacity ({:.1} req/s at the chosen share)",
             rate.rps
         )));
@@ -215,7 +205,7 @@ fn load_and_inject(
     let mut load = session.load(&spec, "crash")?;
     let zero = load
         .started_at_ns(Duration::from_secs(10))
-        .ok_or_else(|| Failure::Message("the load generator never stamped its start".into()))?;
+        .ok_or_else(|| TrialError::Message("the load generator never stamped its start".into()))?;
     out.zero_ns = Some(zero);
     let end_ns = zero + span.as_nanos() as u64;
     sleep_until_ns(zero + settings.before.as_nanos() as u64);
@@ -225,7 +215,7 @@ fn load_and_inject(
     if kind.contract {
         let read_ns = monotonic_ns();
         let before = probe::stats(addr, STATS_TIMEOUT)
-            .map_err(|e| Failure::Message(format!("/stats before the fault: {}", chain(&e))))?;
+            .map_err(|e| TrialError::Message(format!("/stats before the fault: {}", chain(&e))))?;
         out.before = Some((read_ns, before));
     }
     // Before the primary is killed, one worker is made busy with a long
@@ -350,12 +340,12 @@ fn inject(
     fault: Fault,
     out: &mut Observed,
     after: Duration,
-) -> Result<Option<std::thread::JoinHandle<String>>, Failure> {
+) -> Result<Option<std::thread::JoinHandle<String>>, TrialError> {
     if fault == Fault::KillPrimary {
         // Not reaped yet (only check_alive reaps), so the pid is still ours.
         out.fault_ns = Some(monotonic_ns());
         kill(Pid::from_raw(server_pid), Signal::SIGKILL).map_err(|e| {
-            Failure::Message(format!("cannot SIGKILL the primary {server_pid}: {e}"))
+            TrialError::Message(format!("cannot SIGKILL the primary {server_pid}: {e}"))
         })?;
         return Ok(None);
     }
@@ -373,12 +363,12 @@ fn inject(
                 })
             })
             .ok_or_else(|| {
-                Failure::Message("/stats lists no ready worker in the server's group".into())
+                TrialError::Message("/stats lists no ready worker in the server's group".into())
             })?;
         let (pid, slot) = (target.pid, target.id);
         out.fault_ns = Some(monotonic_ns());
         kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
-            .map_err(|e| Failure::Message(format!("cannot SIGKILL worker {pid}: {e}")))?;
+            .map_err(|e| TrialError::Message(format!("cannot SIGKILL worker {pid}: {e}")))?;
         out.killed_slot = Some(slot);
         return Ok(None);
     };

@@ -220,7 +220,7 @@ pub fn main(args: &CrashArgs, lab_exe: PathBuf) -> Result<CrashRun, Error> {
         .collect();
     let cpu_iters = settings
         .cpu_iters
-        .unwrap_or_else(|| kernel::calibrate_iters(0.0015));
+        .unwrap_or_else(|| kernel::calibrate_iters(kernel::REQUEST_COST_S));
     let mut run = CrashRun {
         schema_version: report::SCHEMA_VERSION,
         meta: session.meta.clone(),

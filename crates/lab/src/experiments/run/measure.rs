@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use harness::TrialError;
 use harness::kernel::{self, Runtime};
-use harness::loadgen::{LoadOutcome, LoadSpec, LoadgenError};
+use harness::loadgen::{LoadOutcome, LoadSpec};
 use harness::procs::{self, Counters, Memory, ProcEntry, Sampler};
 use harness::record::chain;
-use harness::servers::{ServerError, ServerKind, Servers, StartRequest};
+use harness::servers::{ServerKind, Servers, StartRequest};
 use harness::session::Session;
 
 use super::plan::{Cell, MIXED_CPU_PERCENT, Workload};
@@ -114,17 +115,6 @@ pub struct Setup<'a> {
     pub io_ms: u32,
 }
 
-/// Why a cell stopped early.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error(transparent)]
-    Server(#[from] ServerError),
-    #[error(transparent)]
-    Loadgen(#[from] LoadgenError),
-    #[error("{0}")]
-    Message(String),
-}
-
 /// Measures one cell, closed loop or, with `rate`, open loop at that many
 /// requests per second (latency-corrected, so a stall shows as latency).
 /// `None` only when interrupted: its numbers would be cut short.
@@ -147,7 +137,7 @@ fn measure(
     cell: &Cell,
     rate: Option<f64>,
     out: &mut Measured,
-) -> Result<(), Failure> {
+) -> Result<(), TrialError> {
     let request = StartRequest {
         workers: cell.workers,
         grace_ms: GRACE_MS,
@@ -204,7 +194,7 @@ fn measure(
         out.samples = sampled.samples + 1;
         out.processes = sampled.max_processes.max(after.processes.len());
         out.load = Some(outcome);
-        Ok::<_, Failure>(())
+        Ok::<_, TrialError>(())
     })();
     if let Err(failure) = result {
         out.stderr_tail = stderr.lines();
@@ -218,7 +208,7 @@ fn measure(
     out.left_running = left.iter().map(|p: &ProcEntry| p.pid).collect();
     if code.is_none() {
         out.stderr_tail = stderr.lines();
-        return Err(Failure::Message(
+        return Err(TrialError::Message(
             "the server was killed by a signal after SIGTERM".into(),
         ));
     }

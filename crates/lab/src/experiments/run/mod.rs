@@ -70,7 +70,7 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
     // runtime that serves it, timed in that runtime.
     let cpu_iters = plan
         .cpu_iters
-        .unwrap_or_else(|| kernel::calibrate_iters(0.0015));
+        .unwrap_or_else(|| kernel::calibrate_iters(kernel::REQUEST_COST_S));
     let kernel_costs = if plan
         .workloads
         .iter()

@@ -62,8 +62,8 @@ pub enum LoadgenError {
     },
     #[error("cannot wait for the load generator")]
     Wait(#[source] std::io::Error),
-    #[error("the load generator did not finish in {0:?}; killed")]
-    Hung(Duration),
+    #[error("the load generator did not finish in {after:?}; killed: {stderr}")]
+    Hung { after: Duration, stderr: String },
     #[error("the load generator's request records {path} are unreadable")]
     Records {
         path: PathBuf,
@@ -398,7 +398,19 @@ impl Loadgen {
                 return Err(LoadgenError::Interrupted);
             }
             if started.elapsed() > self.deadline {
-                return Err(LoadgenError::Hung(self.deadline));
+                // Kill it first, so its stderr reader sees the end.
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.done = true;
+                let stderr = self
+                    .stderr
+                    .take()
+                    .and_then(|h| h.join().ok())
+                    .unwrap_or_default();
+                return Err(LoadgenError::Hung {
+                    after: self.deadline,
+                    stderr,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         };

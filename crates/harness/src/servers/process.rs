@@ -135,6 +135,8 @@ pub struct Server {
     pub ready: Option<Ready>,
     pub stderr: StderrTail,
     reaped: bool,
+    /// How it exited, once reaped.
+    exit: Option<ExitStatus>,
     /// When the leader started (clock ticks since boot): with the pid it
     /// tells our group from a stranger's that reuses the id later.
     leader_start: Option<u64>,
@@ -195,6 +197,7 @@ impl Server {
             ready: None,
             stderr,
             reaped: false,
+            exit: None,
             leader_start: None,
         };
         // Not reaped yet, so the pid is still our child's.
@@ -271,9 +274,10 @@ impl Server {
         match self.child.try_wait() {
             Ok(Some(status)) => {
                 self.reaped = true;
+                self.exit = Some(status);
                 Some(status)
             }
-            _ => None,
+            _ => self.exit,
         }
     }
 
@@ -312,7 +316,11 @@ impl Server {
         // a server whose exit we have not collected.
         if self.reaped {
             return Err(ServerError::Died {
-                status: "exited before it was stopped".into(),
+                status: self
+                    .exit
+                    .map_or("exited before it was stopped".into(), |status| {
+                        format!("{status}, before it was stopped")
+                    }),
             });
         }
         kill(Pid::from_raw(self.pid()), Signal::SIGTERM).map_err(|e| ServerError::Os(e.into()))?;

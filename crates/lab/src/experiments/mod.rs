@@ -1,5 +1,6 @@
 //! The experiments. Each is a folder of the same few files and plugs into
-//! the command line with one line of [`crate::cli::Command`].
+//! the command line with one line of the `lab` command's subcommand list
+//! (`cli`, which depends on the experiments, never the other way).
 
 pub mod crash;
 pub mod run;

@@ -214,6 +214,16 @@ impl Registry {
         self.kinds.iter().find(|k| k.name == name)
     }
 
+    /// The built-in kinds, in the registry's order: what an experiment runs
+    /// when none is named.
+    pub fn builtins(&self) -> Vec<ServerKind> {
+        self.kinds
+            .iter()
+            .filter(|k| matches!(k.launch, Launch::Builtin { .. }))
+            .cloned()
+            .collect()
+    }
+
     /// The names, for help texts and errors.
     pub fn names(&self) -> Vec<&str> {
         self.kinds.iter().map(|k| k.name.as_str()).collect()
@@ -435,6 +445,9 @@ mod tests {
                 "mine"
             ]
         );
+        // A template is run only when named.
+        assert!(registry.builtins().iter().all(|k| k.name != "mine"));
+        assert_eq!(registry.builtins().len(), 6);
         let error = registry.select(&["nginx".into()]).unwrap_err();
         assert!(
             error.contains("unknown server `nginx`") && error.contains("mine"),

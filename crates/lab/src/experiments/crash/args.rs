@@ -8,16 +8,6 @@ use harness::capacity::Offered;
 use super::{Fault, Settings};
 use crate::args::{OutputArgs, ServerArgs, parse_duration, parse_rate, parse_share};
 
-/// The kinds a crash run has when `--models` is not given. The Node kinds
-/// are skipped, with one line, where `node` is not on PATH.
-pub const DEFAULT_KINDS: [&str; 5] = [
-    "prefork",
-    "threadpool",
-    "node-single",
-    "node-cluster",
-    "node-threads",
-];
-
 /// `lab crash`'s flags. Every one has a default; with none, every fault
 /// runs on every kind (about 6 minutes on 2 cores).
 #[derive(Args, Debug, Clone)]
@@ -92,12 +82,15 @@ impl CrashArgs {
     /// The settings, or one line saying why the flags make no sense.
     pub fn settings(&self) -> Result<Settings, String> {
         let servers = self.servers.settings()?;
-        let names = if self.models.is_empty() {
-            DEFAULT_KINDS.map(String::from).to_vec()
+        // Every built-in kind that has a /crash when none is named; where
+        // `node` is missing the Node kinds are skipped later, with one line.
+        let kinds = if self.models.is_empty() {
+            let mut kinds = servers.registry.builtins();
+            kinds.retain(|k| !k.noop_only);
+            kinds
         } else {
-            self.models.clone()
+            servers.registry.select(&self.models)?
         };
-        let kinds = servers.registry.select(&names)?;
         let faults = if self.faults.is_empty() {
             Fault::ALL.to_vec()
         } else {

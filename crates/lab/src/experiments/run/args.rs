@@ -7,17 +7,6 @@ use clap::Args;
 use super::plan::{Offered, Plan, Profile, Workload};
 use crate::args::{OutputArgs, ServerArgs, parse_duration, parse_rate, parse_share};
 
-/// The kinds a run has when `--models` is not given. The Node kinds are
-/// skipped, with one line, where `node` is not on PATH.
-pub const DEFAULT_KINDS: [&str; 6] = [
-    "bare",
-    "prefork",
-    "threadpool",
-    "node-single",
-    "node-cluster",
-    "node-threads",
-];
-
 /// `lab run`'s flags. Lists are comma-separated (`--workers 1,2,4`).
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -127,14 +116,16 @@ impl RunArgs {
             ),
         };
         let servers = self.servers.settings()?;
-        let names = if self.models.is_empty() {
-            DEFAULT_KINDS.map(String::from).to_vec()
+        // Every built-in kind when none is named; where `node` is missing
+        // the Node kinds are skipped later, with one line.
+        let kinds = if self.models.is_empty() {
+            servers.registry.builtins()
         } else {
-            self.models.clone()
+            servers.registry.select(&self.models)?
         };
         let plan = Plan {
             profile,
-            kinds: servers.registry.select(&names)?,
+            kinds,
             workloads: if self.workloads.is_empty() {
                 vec![Workload::Noop, Workload::Cpu, Workload::Io]
             } else {

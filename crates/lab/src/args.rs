@@ -148,6 +148,18 @@ pub struct OutputArgs {
     pub name: Option<String>,
 }
 
+/// Keeps the first of each value, in the order given: flag lists may
+/// repeat themselves, runs may not.
+pub fn dedup<T: PartialEq + Clone>(values: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for value in values {
+        if !out.contains(value) {
+            out.push(value.clone());
+        }
+    }
+    out
+}
+
 fn parse_template(text: &str) -> Result<Template, String> {
     Template::parse(text).map_err(|e| e.to_string())
 }

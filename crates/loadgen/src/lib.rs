@@ -387,6 +387,14 @@ impl Loadgen {
         }
     }
 
+    /// The end of what the child wrote on stderr, once it has exited.
+    fn stderr_tail(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+
     /// Waits for the load to finish, checking `interrupted` as it goes.
     pub fn wait(mut self, interrupted: &AtomicBool) -> Result<LoadOutcome, LoadgenError> {
         let started = Instant::now();
@@ -402,24 +410,15 @@ impl Loadgen {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 self.done = true;
-                let stderr = self
-                    .stderr
-                    .take()
-                    .and_then(|h| h.join().ok())
-                    .unwrap_or_default();
                 return Err(LoadgenError::Hung {
                     after: self.deadline,
-                    stderr,
+                    stderr: self.stderr_tail(),
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         self.done = true;
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
+        let stderr = self.stderr_tail();
         if !status.success() {
             return Err(LoadgenError::Exit {
                 status: status.to_string(),

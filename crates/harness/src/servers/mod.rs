@@ -142,18 +142,6 @@ impl Servers {
                     .join(", ")
             );
         }
-        let packages: Vec<&str> = kinds
-            .iter()
-            .filter_map(|k| match k.launch {
-                Launch::Builtin { package, .. } => Some(package),
-                Launch::Command(_) => None,
-            })
-            .fold(Vec::new(), |mut all, p| {
-                if !all.contains(&p) {
-                    all.push(p);
-                }
-                all
-            });
         let binaries: Vec<(&str, &str)> = kinds
             .iter()
             .filter_map(|k| match k.launch {
@@ -161,6 +149,9 @@ impl Servers {
                 Launch::Command(_) => None,
             })
             .collect();
+        let mut packages: Vec<&str> = binaries.iter().map(|&(package, _)| package).collect();
+        packages.sort_unstable();
+        packages.dedup();
         let dir = match server_dir {
             Some(dir) => dir,
             None => {

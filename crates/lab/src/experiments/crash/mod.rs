@@ -40,7 +40,7 @@ use service::contract::CrashMode;
 pub use args::CrashArgs;
 
 use crate::Error;
-use crate::args::ServerSettings;
+use crate::args::{ServerSettings, dedup};
 use report::{CrashParams, CrashRun};
 
 /// The width of a timeline window.
@@ -226,12 +226,7 @@ pub fn main(args: &CrashArgs, lab_exe: PathBuf) -> Result<CrashRun, Error> {
         meta: session.meta.clone(),
         params: CrashParams {
             models: kinds.iter().map(|k| k.name.clone()).collect(),
-            faults: pairs.iter().fold(Vec::new(), |mut all, &(_, f)| {
-                if !all.contains(&f) {
-                    all.push(f);
-                }
-                all
-            }),
+            faults: dedup(&pairs.iter().map(|&(_, f)| f).collect::<Vec<_>>()),
             workers: settings.workers,
             concurrency: settings.concurrency,
             load_share: match settings.offered {

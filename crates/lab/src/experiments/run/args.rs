@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::plan::{Offered, Plan, Profile, Workload};
-use crate::args::{OutputArgs, ServerArgs, parse_duration, parse_rate, parse_share};
+use crate::args::{OutputArgs, ServerArgs, dedup, parse_duration, parse_rate, parse_share};
 
 /// `lab run`'s flags. Lists are comma-separated (`--workers 1,2,4`).
 #[derive(Args, Debug, Clone)]
@@ -151,15 +151,4 @@ impl RunArgs {
         plan.check()?;
         Ok(plan)
     }
-}
-
-/// Keeps the first of each value, in the order given.
-fn dedup<T: PartialEq + Clone>(values: &[T]) -> Vec<T> {
-    let mut out: Vec<T> = Vec::new();
-    for value in values {
-        if !out.contains(value) {
-            out.push(value.clone());
-        }
-    }
-    out
 }

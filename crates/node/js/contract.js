@@ -11,6 +11,7 @@
 // Where Node's HTTP server decides the answer itself, the differences are
 // the documented deviations in CONTRACT.md's Node section.
 
+const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
@@ -425,6 +426,51 @@ function reply(ctx, res, status, body, worker, extra, type = TEXT) {
 // The request target's path and query. An absolute-form target
 // (`http://host/path?q`) has its scheme and authority taken off, as hyper's
 // `Uri::path` does.
+// `/stats`'s `processes`: each live process of the server as /proc shows
+// it, read by the process that answers, as the Rust servers do
+// (crates/service/src/procself.rs). Node has no sysconf: /proc/PID/stat
+// counts CPU time in USER_HZ ticks, which Linux fixes at 100 per second on
+// the architectures Node runs on.
+const USER_HZ = 100;
+
+function processes(document) {
+  const pids = [document.pid];
+  for (const w of document.workers) {
+    if (w.pid && w.state !== 'dead' && !pids.includes(w.pid)) pids.push(w.pid);
+  }
+  return pids.map(readProcess).filter((p) => p !== null);
+}
+
+function readProcess(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // The command name, in parentheses, may hold spaces: count fields after
+    // its closing parenthesis. utime and stime are fields 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const result = {
+      pid,
+      cpu_user_s: Number(fields[11]) / USER_HZ,
+      cpu_system_s: Number(fields[12]) / USER_HZ,
+      pss_bytes: null,
+      rss_bytes: null,
+    };
+    try {
+      const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'latin1');
+      const kib = (name) => {
+        const match = rollup.match(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm'));
+        return match ? Number(match[1]) * 1024 : null;
+      };
+      result.pss_bytes = kib('Pss');
+      result.rss_bytes = kib('Rss');
+    } catch {
+      // No smaps_rollup (an old kernel): memory stays null.
+    }
+    return result;
+  } catch {
+    return null; // gone, or not ours to read
+  }
+}
+
 function splitTarget(url) {
   let target = url;
   if (target[0] !== '/') {
@@ -520,6 +566,7 @@ function route(ctx, req, res) {
     }
     case '/stats':
       ctx.stats((document, why) => {
+        if (document) document.processes = processes(document);
         if (document) reply(ctx, res, 200, `${JSON.stringify(document)}\n`, main, null, JSON_TYPE);
         else reply(ctx, res, 500, `${why}\n`, main);
       });

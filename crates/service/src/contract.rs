@@ -80,6 +80,27 @@ pub struct Stats {
     /// threadpool: which jobs leave the event loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offload: Option<Offload>,
+    /// Every live process of the server, as `/proc` shows it when `/stats`
+    /// is answered: what a harness on another machine needs to measure the
+    /// server's CPU and memory. Absent from servers that cannot read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<ProcessStats>>,
+}
+
+/// One process of a server, read from `/proc/PID` by the server itself.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessStats {
+    pub pid: u32,
+    /// CPU time since the process started, every thread, in seconds.
+    pub cpu_user_s: f64,
+    pub cpu_system_s: f64,
+    /// Proportional set size: private pages, plus shared ones divided
+    /// among the processes that share them. Absent where the kernel has no
+    /// `smaps_rollup`.
+    #[serde(default)]
+    pub pss_bytes: Option<u64>,
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
 }
 
 /// One worker slot: a worker process (prefork) or a pool thread

@@ -288,7 +288,11 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
             let sum = dataset.checksum(key).expect("dataset is not empty");
             Ok(Reply::new(StatusCode::OK, sum + "\n"))
         }
-        "/stats" => Ok(Reply::json(&app.model.stats())),
+        "/stats" => {
+            let mut stats = app.model.stats();
+            crate::procself::fill(&mut stats);
+            Ok(Reply::json(&stats))
+        }
         "/crash" => {
             if !app.allow_crash {
                 return Err(Reply::new(

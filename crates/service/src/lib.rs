@@ -16,6 +16,8 @@
 //!   heartbeat supervisors use to find hung workers.
 //! - [`dataset`]: the read-only bytes behind `/data`, for the memory lesson.
 //! - [`crash`]: the faults behind `/crash`.
+//! - [`procself`]: the server's own processes as `/proc` shows them, for
+//!   `/stats`.
 //! - [`contract`]: the contract's data as serde types (the ready line,
 //!   `/stats`, crash modes, balance and dataset options), written by the
 //!   servers and read by the harness. `CONTRACT.md` is its prose.
@@ -32,6 +34,7 @@ pub mod dataset;
 pub mod http;
 pub mod job;
 pub mod kernel;
+pub mod procself;
 pub mod slot;
 pub mod ticker;
 

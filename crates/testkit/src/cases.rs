@@ -170,6 +170,20 @@ pub fn endpoints(bin: &str, extra: &[&str], profile: Profile) {
         }
     }
 
+    // `processes`: every process of the server, each read from /proc, so
+    // the very ones the group holds, each with memory.
+    let processes = stats.processes.as_ref().expect("/stats has processes");
+    let mut reported: Vec<u32> = processes.iter().map(|p| p.pid).collect();
+    reported.sort_unstable();
+    let mut members = server.group_members();
+    members.sort_unstable();
+    assert_eq!(reported, members, "{processes:?}");
+    for process in processes {
+        assert!(process.cpu_user_s >= 0.0 && process.cpu_system_s >= 0.0, "{process:?}");
+        assert!(process.pss_bytes.is_some_and(|pss| pss > 0), "{process:?}");
+        assert!(process.rss_bytes >= process.pss_bytes, "{process:?}");
+    }
+
     drop(server);
     let server = Server::start(bin, &[&["--workers", "1"], extra].concat());
     let response = server.get("/data?key=1");

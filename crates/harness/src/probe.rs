@@ -8,7 +8,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use service::contract::Stats;
+use service::contract::{ProcessStats, Stats};
+
+use crate::procs::{Counters, Memory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -116,6 +118,39 @@ pub fn stats(addr: SocketAddr, timeout: Duration) -> Result<StatsRead, ProbeErro
     })
 }
 
+/// A server's processes as its `/stats` lists them (`processes`): how the
+/// harness measures a server whose `/proc` it cannot see (`lab run
+/// --url`). USS and context switches are not reported, and stay 0 here:
+/// a caller records them as not measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reported(pub Vec<ProcessStats>);
+
+impl Reported {
+    /// `Ok(None)` when the `/stats` document has no `processes`.
+    pub fn read(addr: SocketAddr, timeout: Duration) -> Result<Option<Reported>, ProbeError> {
+        Ok(stats(addr, timeout)?.stats.processes.map(Reported))
+    }
+
+    /// Summed over the processes.
+    pub fn memory(&self) -> Memory {
+        Memory {
+            rss: self.0.iter().filter_map(|p| p.rss_bytes).sum(),
+            pss: self.0.iter().filter_map(|p| p.pss_bytes).sum(),
+            uss: 0,
+        }
+    }
+
+    /// CPU time since each process started, summed: only a difference of
+    /// two readings means something ([`Counters::since`]).
+    pub fn counters(&self) -> Counters {
+        Counters {
+            user_s: self.0.iter().map(|p| p.cpu_user_s).sum(),
+            system_s: self.0.iter().map(|p| p.cpu_system_s).sum(),
+            ..Counters::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +170,24 @@ mod tests {
         assert_eq!(read.in_flight_on(0), Some(3));
         assert_eq!(read.in_flight_on(1), Some(1));
         assert_eq!(read.in_flight_on(7), None);
+    }
+
+    #[test]
+    fn reported_processes_sum_and_leave_out_what_is_missing() {
+        let process = |pid, cpu: f64, pss| ProcessStats {
+            pid,
+            cpu_user_s: cpu,
+            cpu_system_s: cpu / 2.0,
+            pss_bytes: pss,
+            rss_bytes: pss.map(|p| p * 2),
+        };
+        let before = Reported(vec![process(1, 1.0, Some(10)), process(2, 2.0, None)]);
+        assert_eq!(before.memory().pss, 10);
+        assert_eq!(before.memory().rss, 20);
+        let after = Reported(vec![process(1, 1.5, Some(12)), process(2, 4.0, None)]);
+        let spent = after.counters().since(before.counters());
+        assert!((spent.user_s - 2.5).abs() < 1e-9, "{spent:?}");
+        assert!((spent.system_s - 1.25).abs() < 1e-9, "{spent:?}");
     }
 
     #[test]

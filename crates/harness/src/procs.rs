@@ -199,16 +199,27 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn start(pgid: i32, interval: Duration) -> Sampler {
+        Sampler::with(interval, move || {
+            let sample = sample_group(pgid);
+            (!sample.processes.is_empty()).then_some((sample.memory, sample.processes.len()))
+        })
+    }
+
+    /// Samples whatever `sample` reads (memory and a process count; `None`
+    /// when there was nothing to read) every `interval`.
+    pub fn with(
+        interval: Duration,
+        mut sample: impl FnMut() -> Option<(Memory, usize)> + Send + 'static,
+    ) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
             let mut sampled = Sampled::default();
             while !flag.load(Ordering::Relaxed) {
-                let sample = sample_group(pgid);
-                if !sample.processes.is_empty() {
+                if let Some((memory, processes)) = sample() {
                     sampled.samples += 1;
-                    sampled.peak = sampled.peak.max_each(sample.memory);
-                    sampled.max_processes = sampled.max_processes.max(sample.processes.len());
+                    sampled.peak = sampled.peak.max_each(memory);
+                    sampled.max_processes = sampled.max_processes.max(processes);
                 }
                 std::thread::sleep(interval);
             }

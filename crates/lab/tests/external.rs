@@ -145,3 +145,82 @@ fn a_template_whose_program_is_missing_is_skipped_and_the_run_goes_on() {
     assert_eq!(run.cells.len(), 1);
     assert_eq!(run.cells[0].status, CellStatus::Ok);
 }
+
+/// The prefork binary next to `lab`, built there first if this test runs
+/// alone (`cargo test --workspace` builds it anyway).
+fn prefork_binary() -> String {
+    let dir = Path::new(env!("CARGO_BIN_EXE_lab")).parent().unwrap();
+    let binary = dir.join("prefork");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "prefork"])
+            .status()
+            .expect("run cargo");
+        assert!(built.success(), "cargo build -p prefork failed");
+    }
+    binary.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_server_at_a_url_is_loaded_but_never_stopped_and_measured_from_its_stats() {
+    let server = testkit::Server::start(&prefork_binary(), &["--workers", "2"]);
+    let out = scratch("external-url");
+    let url = format!("http://{}/", server.addr);
+    let args = [
+        "run",
+        "--url",
+        &url,
+        "--workloads",
+        "noop,cpu",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0",
+        "--cpu-iters",
+        "1000",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "u",
+    ];
+    let run: RunRecord = lab_ok(&args, &out, "u", "run.json");
+    assert_eq!(run.params.url.as_deref(), url.strip_suffix('/'));
+    assert_eq!(run.cells.len(), 2);
+    for cell in &run.cells {
+        assert_eq!(cell.status, CellStatus::Ok, "{:?}", cell.error);
+        // Named and sized by its /stats.
+        assert_eq!((cell.model.as_str(), cell.workers), ("prefork", 2));
+        // CPU and memory as the server reported them: no USS, no switches.
+        let per = cell.per_request.unwrap();
+        assert!(per.cpu_us > 0.0, "{per:?}");
+        assert_eq!(per.voluntary_switches, None);
+        let memory = cell.memory.as_ref().unwrap();
+        assert_eq!(memory.processes, 3, "master and 2 workers");
+        assert!(memory.idle.pss_bytes > 0 && memory.peak.pss_bytes > 0);
+        assert_eq!(memory.idle.uss_bytes, None);
+        assert_eq!(cell.exit_code, None, "never stopped by the lab");
+    }
+    // Still the same server, still serving, with the load counted.
+    assert_eq!(server.get("/health").status, 200);
+    let served: u64 = server.stats().workers.iter().map(|w| w.requests).sum();
+    let answered: u64 = run.cells.iter().map(|c| c.load.as_ref().unwrap().ok).sum();
+    assert!(served >= answered, "{served} < {answered}");
+}
+
+#[test]
+fn a_url_where_nothing_listens_exits_2_naming_the_flag() {
+    // Bind, learn the port, close: nothing listens there now.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (status, _, stderr, _) = run_lab(
+        &["run", "--url", &format!("http://{free}"), "--quick"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--url"), "{stderr}");
+}

@@ -63,7 +63,14 @@ mod tests {
         };
         let stats = Stats {
             pid: 10,
-            workers: vec![worker(11), worker(10), worker(11), worker(0), dead, worker(12)],
+            workers: vec![
+                worker(11),
+                worker(10),
+                worker(11),
+                worker(0),
+                dead,
+                worker(12),
+            ],
             ..Stats::default()
         };
         assert_eq!(pids(&stats), [10, 11, 12]);

@@ -179,7 +179,10 @@ pub fn endpoints(bin: &str, extra: &[&str], profile: Profile) {
     members.sort_unstable();
     assert_eq!(reported, members, "{processes:?}");
     for process in processes {
-        assert!(process.cpu_user_s >= 0.0 && process.cpu_system_s >= 0.0, "{process:?}");
+        assert!(
+            process.cpu_user_s >= 0.0 && process.cpu_system_s >= 0.0,
+            "{process:?}"
+        );
         assert!(process.pss_bytes.is_some_and(|pss| pss > 0), "{process:?}");
         assert!(process.rss_bytes >= process.pss_bytes, "{process:?}");
     }

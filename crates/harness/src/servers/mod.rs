@@ -125,6 +125,7 @@ impl Servers {
                     .needs
                     .filter(|program| registry::find_program(program).is_none())
                     .map(str::to_owned),
+                Launch::Remote(_) => None,
             };
             if let Some(program) = program {
                 missing.entry(program).or_default().push(kind.name.clone());
@@ -146,7 +147,7 @@ impl Servers {
             .iter()
             .filter_map(|k| match k.launch {
                 Launch::Builtin { package, binary } => Some((package, binary)),
-                Launch::Command(_) => None,
+                Launch::Command(_) | Launch::Remote(_) => None,
             })
             .collect();
         let mut packages: Vec<&str> = binaries.iter().map(|&(package, _)| package).collect();
@@ -194,7 +195,7 @@ impl Servers {
                 .iter()
                 .filter_map(|k| match &k.launch {
                     Launch::Command(t) => Some((k.name.clone(), t.argv.clone())),
-                    Launch::Builtin { .. } => None,
+                    Launch::Builtin { .. } | Launch::Remote(_) => None,
                 })
                 .collect(),
             node_version: kinds
@@ -221,6 +222,7 @@ impl Servers {
         }
         let env = request.env.clone();
         let launch = match &kind.launch {
+            &Launch::Remote(addr) => return Err(fail(ServerError::Remote(addr))),
             Launch::Builtin { binary, .. } => {
                 let mut args: Vec<String> = vec![
                     "--listen".into(),

@@ -59,6 +59,8 @@ pub enum ServerError {
     StopTimeout(Duration),
     #[error("cannot signal or wait for the server")]
     Os(#[source] std::io::Error),
+    #[error("the server at {0} runs elsewhere: the lab measures it but never starts it")]
+    Remote(std::net::SocketAddr),
 }
 
 /// What to run and how to know it is ready.

@@ -34,6 +34,9 @@ pub enum Launch {
     },
     /// A command template, run as given.
     Command(Template),
+    /// A server the lab did not start and never stops, already listening
+    /// at this address (`lab run --url`), perhaps on another machine.
+    Remote(std::net::SocketAddr),
 }
 
 /// One server kind.
@@ -63,6 +66,24 @@ pub struct ServerKind {
 }
 
 impl ServerKind {
+    /// A server already running at `addr`, called `name`: measured, never
+    /// started or stopped. What it is beyond HTTP is unknown here, so it
+    /// claims no runtime and no flags.
+    pub fn remote(name: String, addr: std::net::SocketAddr) -> ServerKind {
+        ServerKind {
+            name,
+            launch: Launch::Remote(addr),
+            noop_only: false,
+            contract: false,
+            worker_processes: false,
+            single: false,
+            runtime: None,
+            needs: None,
+            balances: &[],
+            flags: no_flags,
+        }
+    }
+
     /// The flags for `options`, beyond the contract's common ones.
     pub fn flags(&self, options: &ServerOptions) -> Vec<String> {
         (self.flags)(self, options)

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use clap::Args;
+use harness::servers::ServerKind;
 
-use super::plan::{Offered, Plan, Profile, Workload};
+use super::plan::{Offered, Plan, Profile, Remote, Workload};
 use crate::args::{OutputArgs, ServerArgs, dedup, parse_duration, parse_rate, parse_share};
 
 /// `lab run`'s flags. Lists are comma-separated (`--workers 1,2,4`).
@@ -76,6 +77,16 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(0..=60_000))]
     pub io_ms: u32,
 
+    /// Load a server the lab did not start, at `http://HOST:PORT`, for
+    /// example one on a second machine, so that the load generator has
+    /// this one to itself. Its CPU and memory come from its `/stats`
+    /// `processes` (recorded as not measured if it has none); the lab
+    /// never starts, stops or signals it. Runs the workloads at the one
+    /// size the server has.
+    #[arg(long, value_name = "URL", value_parser = parse_url,
+          conflicts_with_all = ["models", "workers", "servers", "balance", "dataset_mb", "pin"])]
+    pub url: Option<Remote>,
+
     #[command(flatten)]
     pub output: OutputArgs,
 
@@ -118,7 +129,10 @@ impl RunArgs {
         let servers = self.servers.settings()?;
         // Every built-in kind when none is named; where `node` is missing
         // the Node kinds are skipped later, with one line.
-        let kinds = if self.models.is_empty() {
+        let kinds = if let Some(remote) = &self.url {
+            // Named once its `/stats` says what it is (`super::main`).
+            vec![ServerKind::remote("remote".into(), remote.addr)]
+        } else if self.models.is_empty() {
             servers.registry.builtins()
         } else {
             servers.registry.select(&self.models)?
@@ -143,6 +157,7 @@ impl RunArgs {
                 .map(Offered::Share)
                 .chain(dedup(&self.rate).into_iter().map(Offered::Rate))
                 .collect(),
+            remote: self.url.clone(),
             servers,
         };
         if plan.duration.is_zero() {
@@ -150,5 +165,55 @@ impl RunArgs {
         }
         plan.check()?;
         Ok(plan)
+    }
+}
+
+/// `--url`: `http://HOST:PORT`, with at most a trailing `/`. HOST may be a
+/// name; it is resolved once, here.
+fn parse_url(text: &str) -> Result<Remote, String> {
+    use std::net::ToSocketAddrs;
+    let bad = |why: &str| format!("`{text}` {why} (expected http://HOST:PORT)");
+    let rest = text
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("is not an http:// URL"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains('/') {
+        return Err(bad("has a path; the workloads choose the paths"));
+    }
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("has no host and port to connect to: {e}")))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address"))?;
+    Ok(Remote {
+        url: format!("http://{authority}"),
+        addr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_http_host_and_port_only() {
+        let remote = parse_url("http://127.0.0.1:8080/").unwrap();
+        assert_eq!(remote.url, "http://127.0.0.1:8080");
+        assert_eq!(remote.addr, "127.0.0.1:8080".parse().unwrap());
+        assert!(
+            parse_url("https://127.0.0.1:8080")
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(
+            parse_url("http://127.0.0.1:8080/cpu")
+                .unwrap_err()
+                .contains("path")
+        );
+        assert!(
+            parse_url("http://127.0.0.1")
+                .unwrap_err()
+                .contains("host and port")
+        );
     }
 }

@@ -11,7 +11,8 @@ use harness::record::CellStatus;
 use super::measure::Measured;
 use super::plan::{Cell, Offered, Workload};
 use super::report::{
-    Bound, BoundBy, CellRecord, CpuRecord, Efficiency, KernelCost, MemoryRecord, PerRequest,
+    Bound, BoundBy, CellRecord, CpuRecord, Efficiency, KernelCost, MemoryBytes, MemoryRecord,
+    PerRequest,
 };
 
 /// What the ceilings of a run rest on.
@@ -20,12 +21,15 @@ pub struct Ceilings {
     /// One `/cpu` request's cost on one core, in seconds, in each runtime,
     /// measured in that runtime (when a cpu cell runs).
     pub cpu_cost_s: BTreeMap<Runtime, f64>,
-    /// The cores the server may use: its pinned set, or the machine's.
+    /// The cores the server may use: its pinned set, or the machine's; 0
+    /// when unknown (a server elsewhere).
     pub cores: usize,
     /// The cores the load generator may use: its pinned set, or the
     /// machine's (the same cores as the server's, then).
     pub loadgen_cores: usize,
-    pub pinned: bool,
+    /// Whether the server and the load generator share cores: not when
+    /// pinned apart, nor when the server runs elsewhere.
+    pub shared: bool,
     pub io_ms: u32,
 }
 
@@ -44,7 +48,20 @@ impl Ceilings {
                 .collect(),
             cores: pinning.map_or(machine_cores, |p| p.server.len()),
             loadgen_cores: pinning.map_or(machine_cores, |p| p.loadgen.len()),
-            pinned: pinning.is_some(),
+            shared: pinning.is_none(),
+            io_ms,
+        }
+    }
+
+    /// The ceilings of a run against a server elsewhere (`--url`): its
+    /// cores and its kernel's cost are unknown here, so only the load
+    /// generator's cores and Little's law apply.
+    pub fn remote(loadgen_cores: usize, io_ms: u32) -> Ceilings {
+        Ceilings {
+            cpu_cost_s: BTreeMap::new(),
+            cores: 0,
+            loadgen_cores,
+            shared: false,
             io_ms,
         }
     }
@@ -118,8 +135,8 @@ pub fn cell_record(
             server_s: server.user_s + server.system_s,
             server_user_s: server.user_s,
             server_system_s: server.system_s,
-            server_voluntary_switches: server.voluntary,
-            server_involuntary_switches: server.involuntary,
+            server_voluntary_switches: (!measured.reported).then_some(server.voluntary),
+            server_involuntary_switches: (!measured.reported).then_some(server.involuntary),
             loadgen_s: l.cpu_seconds,
             wall_s: measured.load_wall_s,
         }),
@@ -156,8 +173,8 @@ pub fn cell_record(
         cpu,
         memory: match (measured.idle, measured.peak) {
             (Some(idle), Some(peak)) => Some(MemoryRecord {
-                idle: idle.into(),
-                peak: peak.into(),
+                idle: MemoryBytes::new(idle, measured.reported),
+                peak: MemoryBytes::new(peak, measured.reported),
                 samples: measured.samples,
                 processes: measured.processes,
             }),
@@ -180,8 +197,8 @@ fn per_request(cpu: &CpuRecord, ok: u64) -> Option<PerRequest> {
         cpu_us: per(cpu.server_s * 1e6),
         user_us: per(cpu.server_user_s * 1e6),
         system_us: per(cpu.server_system_s * 1e6),
-        voluntary_switches: per(cpu.server_voluntary_switches as f64),
-        involuntary_switches: per(cpu.server_involuntary_switches as f64),
+        voluntary_switches: cpu.server_voluntary_switches.map(|n| per(n as f64)),
+        involuntary_switches: cpu.server_involuntary_switches.map(|n| per(n as f64)),
     })
 }
 
@@ -230,7 +247,7 @@ fn bound(
     let loadgen = cpu.loadgen_s / cpu.wall_s;
     let workers = if cell.kind.single { 1 } else { cell.workers };
     let usable = f64::from(workers).min(cores);
-    if server >= NEAR * usable {
+    if usable > 0.0 && server >= NEAR * usable {
         return found(
             BoundBy::ServerCpu,
             format!("server {server:.2} of {usable:.0} usable cores"),
@@ -242,7 +259,7 @@ fn bound(
             format!("load generator {loadgen:.2} of {loadgen_cores:.0} cores"),
         );
     }
-    if !ceilings.pinned && server + loadgen >= NEAR * cores {
+    if ceilings.shared && server + loadgen >= NEAR * cores {
         return found(
             BoundBy::SharedCores,
             format!("server {server:.2} + load generator {loadgen:.2} of {cores:.0} cores"),
@@ -258,9 +275,14 @@ fn bound(
             ),
         );
     }
+    let server = if usable > 0.0 {
+        format!("server {server:.2} of {usable:.0} usable cores")
+    } else {
+        format!("server {server:.2} cores of a machine not measured")
+    };
     found(
         BoundBy::None,
-        format!("server {server:.2} of {usable:.0} usable cores, load generator {loadgen:.2}"),
+        format!("{server}, load generator {loadgen:.2}"),
     )
 }
 
@@ -356,7 +378,7 @@ mod tests {
                 .collect(),
             cores: 2,
             loadgen_cores: 2,
-            pinned: false,
+            shared: true,
             io_ms: 20,
         }
     }
@@ -378,7 +400,7 @@ mod tests {
         assert!((per.user_us - 1200.0).abs() < 1e-9 && (per.system_us - 300.0).abs() < 1e-9);
         assert_eq!(
             (per.voluntary_switches, per.involuntary_switches),
-            (0.3, 0.03)
+            (Some(0.3), Some(0.03))
         );
     }
 
@@ -395,6 +417,30 @@ mod tests {
         cell_record_closed(&kind_cell(kind, workload, workers), seen, &ceilings())
             .bound
             .unwrap()
+    }
+
+    #[test]
+    fn a_server_elsewhere_is_never_called_cpu_bound_nor_sharing_cores() {
+        let mut seen = measured(500.0);
+        seen.reported = true;
+        seen.server = Some(Counters {
+            user_s: 1.9,
+            ..Counters::default()
+        });
+        if let Some(load) = seen.load.as_mut() {
+            load.cpu_seconds = 0.5;
+        }
+        let record = cell_record_closed(&cell(Workload::Cpu, 2), seen, &Ceilings::remote(2, 20));
+        let bound = record.bound.unwrap();
+        assert_eq!(bound.by, BoundBy::None, "{bound:?}");
+        assert!(bound.evidence.contains("not measured"), "{bound:?}");
+        assert!(record.efficiency.is_none(), "no kernel cost for it here");
+        let per = record.per_request.unwrap();
+        assert_eq!(
+            (per.voluntary_switches, per.involuntary_switches),
+            (None, None)
+        );
+        assert_eq!(record.memory.unwrap().idle.uss_bytes, None);
     }
 
     #[test]

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use harness::TrialError;
 use harness::kernel::{self, Runtime};
 use harness::loadgen::{LoadOutcome, LoadSpec};
+use harness::probe::{self, Reported};
 use harness::procs::{self, Counters, Memory, ProcEntry, Sampler};
 use harness::record::chain;
-use harness::servers::{ServerKind, Servers, StartRequest};
+use harness::servers::{Launch, ServerKind, Servers, StartRequest};
 use harness::session::Session;
 
 use super::plan::{Cell, MIXED_CPU_PERCENT, Workload};
@@ -44,6 +45,9 @@ pub struct Measured {
     pub exit_code: Option<i32>,
     /// Its processes still running after it exited.
     pub left_running: Vec<i32>,
+    /// Memory and CPU came from the server's own `/stats` (`--url`), not
+    /// from `/proc` here: no USS and no context switches.
+    pub reported: bool,
     /// Why the cell stopped early, if it did.
     pub error: Option<String>,
     pub stderr_tail: Vec<String>,
@@ -138,6 +142,9 @@ fn measure(
     rate: Option<f64>,
     out: &mut Measured,
 ) -> Result<(), TrialError> {
+    if let Launch::Remote(addr) = cell.kind.launch {
+        return measure_remote(setup, cell, addr, rate, out);
+    }
     let request = StartRequest {
         workers: cell.workers,
         grace_ms: GRACE_MS,
@@ -164,27 +171,16 @@ fn measure(
         out.idle = Some(idle.memory);
         let sampler = Sampler::start(pgid, SAMPLE_INTERVAL);
 
-        let spec = LoadSpec {
-            rate,
-            ..LoadSpec::new(
-                urls(cell.workload, server.addr, setup.cpu_iters, setup.io_ms),
-                cell.concurrency,
-                setup.duration,
-            )
-        };
-        let interrupted = &setup.session.interrupted;
-        if !setup.warmup.is_zero() {
-            let warmup = LoadSpec {
-                duration: setup.warmup,
-                ..spec.clone()
-            };
-            setup.session.load(&warmup, "warmup")?.wait(interrupted)?;
-            server.check_alive()?;
-        }
+        let spec = load_spec(setup, cell, server.addr, rate);
+        warm_up(setup, &spec)?;
+        server.check_alive()?;
 
         let before = procs::counters(pgid);
         let load_started = Instant::now();
-        let outcome = setup.session.load(&spec, "load")?.wait(interrupted)?;
+        let outcome = setup
+            .session
+            .load(&spec, "load")?
+            .wait(&setup.session.interrupted)?;
         out.load_wall_s = load_started.elapsed().as_secs_f64();
         out.server = Some(procs::counters(pgid).since(before));
         let after = procs::sample_group(pgid);
@@ -216,6 +212,86 @@ fn measure(
         out.stderr_tail = stderr.lines();
     }
     Ok(())
+}
+
+/// The cell's load against `addr`: closed, or open at `rate`.
+fn load_spec(setup: &Setup, cell: &Cell, addr: SocketAddr, rate: Option<f64>) -> LoadSpec {
+    LoadSpec {
+        rate,
+        ..LoadSpec::new(
+            urls(cell.workload, addr, setup.cpu_iters, setup.io_ms),
+            cell.concurrency,
+            setup.duration,
+        )
+    }
+}
+
+/// `spec` for the warm-up's length, if there is a warm-up.
+fn warm_up(setup: &Setup, spec: &LoadSpec) -> Result<(), TrialError> {
+    if !setup.warmup.is_zero() {
+        let warmup = LoadSpec {
+            duration: setup.warmup,
+            ..spec.clone()
+        };
+        setup
+            .session
+            .load(&warmup, "warmup")?
+            .wait(&setup.session.interrupted)?;
+    }
+    Ok(())
+}
+
+/// How long a `/stats` read of a server elsewhere may take.
+const REMOTE_STATS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A `--url` cell: the server runs elsewhere, never started or stopped
+/// here, so its CPU and memory come from its `/stats` `processes`, read
+/// before and after the load and sampled in between. A server without them
+/// gets its load figures only.
+fn measure_remote(
+    setup: &Setup,
+    cell: &Cell,
+    addr: SocketAddr,
+    rate: Option<f64>,
+    out: &mut Measured,
+) -> Result<(), TrialError> {
+    out.reported = true;
+    let read = move || Reported::read(addr, REMOTE_STATS_TIMEOUT).ok().flatten();
+    let idle = read();
+    out.idle = idle.as_ref().map(Reported::memory);
+    let spec = load_spec(setup, cell, addr, rate);
+    let sampler = procs::Sampler::with(SAMPLE_INTERVAL, move || {
+        read().map(|r| (r.memory(), r.0.len()))
+    });
+    warm_up(setup, &spec)?;
+
+    let before = read();
+    let load_started = Instant::now();
+    let outcome = setup
+        .session
+        .load(&spec, "load")?
+        .wait(&setup.session.interrupted)?;
+    out.load_wall_s = load_started.elapsed().as_secs_f64();
+    let after = read();
+    let sampled = sampler.stop();
+    if let (Some(before), Some(after)) = (&before, &after) {
+        out.server = Some(after.counters().since(before.counters()));
+        out.peak = Some(sampled.peak.max_each(after.memory()));
+        out.samples = sampled.samples + 1;
+        out.processes = sampled.max_processes.max(after.0.len());
+    }
+    out.load = Some(outcome);
+    Ok(())
+}
+
+/// What a server at `addr` calls itself and how many workers it has, from
+/// its `/stats`; `None` for a server without one.
+pub fn identify(addr: SocketAddr) -> Result<Option<(String, usize)>, probe::ProbeError> {
+    match probe::stats(addr, REMOTE_STATS_TIMEOUT) {
+        Ok(read) => Ok(Some((read.stats.model, read.stats.workers.len()))),
+        Err(error @ probe::ProbeError::Io { .. }) => Err(error),
+        Err(_) => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,10 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
         lab_exe,
         plan.servers.pinning.clone(),
     )?;
+    let plan = match &plan.remote {
+        Some(remote) => named_remote(plan.clone(), remote)?,
+        None => plan,
+    };
     let (servers, kinds) = plan.servers.prepare(&plan.kinds)?;
     let plan = plan::Plan { kinds, ..plan };
 
@@ -80,12 +84,16 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
     } else {
         BTreeMap::new()
     };
-    let ceilings = Ceilings::new(
-        &kernel_costs,
-        session.meta.machine.logical_cores,
-        plan.servers.pinning.as_ref(),
-        plan.io_ms,
-    );
+    let ceilings = if plan.remote.is_some() {
+        Ceilings::remote(session.meta.machine.logical_cores, plan.io_ms)
+    } else {
+        Ceilings::new(
+            &kernel_costs,
+            session.meta.machine.logical_cores,
+            plan.servers.pinning.as_ref(),
+            plan.io_ms,
+        )
+    };
     let mut record = RunRecord {
         schema_version: report::SCHEMA_VERSION,
         meta: session.meta.clone(),
@@ -106,6 +114,7 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
             sample_interval_ms: measure::SAMPLE_INTERVAL.as_millis() as u64,
             servers: servers.params(&plan.kinds),
             pinning: plan.servers.pinning.clone(),
+            url: plan.remote.as_ref().map(|r| r.url.clone()),
         },
         cpu_kernels: kernel_costs,
         cells: Vec::new(),
@@ -167,6 +176,34 @@ pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
     Ok(Outcome {
         dir: session.dir.clone(),
         record,
+    })
+}
+
+/// The plan for a server at `remote`, its one kind named after what its
+/// `/stats` says it is, at the worker count it has. One that does not
+/// answer at all is bad input: nothing would be measured.
+fn named_remote(plan: plan::Plan, remote: &plan::Remote) -> Result<plan::Plan, Error> {
+    let (name, workers) = match measure::identify(remote.addr) {
+        Ok(Some((model, workers))) => (model, workers),
+        Ok(None) => {
+            tracing::warn!(
+                "{} has no contract /stats: its CPU and memory are not measured",
+                remote.url
+            );
+            ("remote".to_owned(), 0)
+        }
+        Err(error) => {
+            return Err(Error::BadInput(format!(
+                "--url {}: {}",
+                remote.url,
+                harness::record::chain(&error)
+            )));
+        }
+    };
+    Ok(plan::Plan {
+        kinds: vec![harness::servers::ServerKind::remote(name, remote.addr)],
+        workers: vec![u16::try_from(workers).unwrap_or(u16::MAX)],
+        ..plan
     })
 }
 

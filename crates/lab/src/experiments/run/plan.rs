@@ -157,7 +157,18 @@ pub struct Plan {
     /// Open-loop loads run after each closed cell: shares of its measured
     /// throughput, and fixed rates.
     pub open: Vec<Offered>,
+    /// `--url`: the one server, not started by the lab.
+    pub remote: Option<Remote>,
     pub servers: ServerSettings,
+}
+
+/// A server the lab loads but did not start (`--url`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Remote {
+    /// As given, without a trailing `/`.
+    pub url: String,
+    /// What it resolved to.
+    pub addr: std::net::SocketAddr,
 }
 
 /// Whether `kind` serves `workload` as the contract says. `bare` answers

@@ -65,6 +65,11 @@ pub struct Params {
     pub servers: ServerParams,
     /// The CPUs of the server and of the load generator, if pinned.
     pub pinning: Option<Pinning>,
+    /// `--url`: the server was already running there, on its own machine
+    /// or not; its CPU and memory are what its `/stats` reported. (Added
+    /// within version 2.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -129,15 +134,19 @@ pub struct MemoryRecord {
 pub struct MemoryBytes {
     pub rss_bytes: u64,
     pub pss_bytes: u64,
-    pub uss_bytes: u64,
+    /// `null` when not measured: a server's `/stats` (`--url`) reports no
+    /// USS.
+    pub uss_bytes: Option<u64>,
 }
 
-impl From<procs::Memory> for MemoryBytes {
-    fn from(m: procs::Memory) -> MemoryBytes {
+impl MemoryBytes {
+    /// `m` as measured from `/proc` here, or, `reported`, as a server's
+    /// `/stats` gave it (without USS).
+    pub fn new(m: procs::Memory, reported: bool) -> MemoryBytes {
         MemoryBytes {
             rss_bytes: m.rss,
             pss_bytes: m.pss,
-            uss_bytes: m.uss,
+            uss_bytes: (!reported).then_some(m.uss),
         }
     }
 }
@@ -151,8 +160,9 @@ pub struct CpuRecord {
     pub server_system_s: f64,
     /// Context switches of every thread of the server's processes during
     /// the measured load: voluntary (it waited) and involuntary (preempted).
-    pub server_voluntary_switches: u64,
-    pub server_involuntary_switches: u64,
+    /// `null` when not measured (`--url`: a server's `/stats` has none).
+    pub server_voluntary_switches: Option<u64>,
+    pub server_involuntary_switches: Option<u64>,
     /// User + system seconds of the load generator process (whole run).
     pub loadgen_s: f64,
     /// Wall seconds of the measured load, to turn seconds into cores.
@@ -166,8 +176,8 @@ pub struct PerRequest {
     pub cpu_us: f64,
     pub user_us: f64,
     pub system_us: f64,
-    pub voluntary_switches: f64,
-    pub involuntary_switches: f64,
+    pub voluntary_switches: Option<f64>,
+    pub involuntary_switches: Option<f64>,
 }
 
 /// What limited a cell.
@@ -578,6 +588,14 @@ fn summary_markdown(run: &RunRecord) -> String {
     if let Some(pinning) = &run.params.pinning {
         let _ = writeln!(out, "CPUs: {}.\n", pinning.describe());
     }
+    if let Some(url) = &run.params.url {
+        let _ = writeln!(
+            out,
+            "The server at {url} was not started by the lab: its CPU and memory are what its \
+             `/stats` reported (no USS, no context switches), and the cores it had are unknown \
+             here, so no cell is called bound by its CPU.\n"
+        );
+    }
     if run.params.repeat > 1 {
         let _ = writeln!(
             out,
@@ -639,8 +657,9 @@ pub fn csv(cells: &[CellRecord]) -> String {
             .memory
             .as_ref()
             .map_or((None, None), |m| (Some(m.idle), Some(m.peak)));
-        let mem =
-            |m: Option<MemoryBytes>, f: fn(MemoryBytes) -> u64| m.map(f).map(|v| v.to_string());
+        let mem = |m: Option<MemoryBytes>, f: fn(MemoryBytes) -> Option<u64>| {
+            m.and_then(f).map(|v| v.to_string())
+        };
         let fields: Vec<String> = vec![
             cell.model.clone(),
             cell.workload.to_string(),
@@ -658,11 +677,11 @@ pub fn csv(cells: &[CellRecord]) -> String {
             num(load.latency_ms.p90),
             num(load.latency_ms.p99),
             num(load.latency_ms.max),
-            mem(idle, |m| m.rss_bytes).unwrap_or_default(),
-            mem(idle, |m| m.pss_bytes).unwrap_or_default(),
+            mem(idle, |m| Some(m.rss_bytes)).unwrap_or_default(),
+            mem(idle, |m| Some(m.pss_bytes)).unwrap_or_default(),
             mem(idle, |m| m.uss_bytes).unwrap_or_default(),
-            mem(peak, |m| m.rss_bytes).unwrap_or_default(),
-            mem(peak, |m| m.pss_bytes).unwrap_or_default(),
+            mem(peak, |m| Some(m.rss_bytes)).unwrap_or_default(),
+            mem(peak, |m| Some(m.pss_bytes)).unwrap_or_default(),
             mem(peak, |m| m.uss_bytes).unwrap_or_default(),
             num(cell.cpu.as_ref().map(|c| c.server_s)),
             num(cell.cpu.as_ref().map(|c| c.loadgen_s)),
@@ -676,8 +695,8 @@ pub fn csv(cells: &[CellRecord]) -> String {
             num(cell.per_request.map(|p| p.cpu_us)),
             num(cell.per_request.map(|p| p.user_us)),
             num(cell.per_request.map(|p| p.system_us)),
-            num(cell.per_request.map(|p| p.voluntary_switches)),
-            num(cell.per_request.map(|p| p.involuntary_switches)),
+            num(cell.per_request.and_then(|p| p.voluntary_switches)),
+            num(cell.per_request.and_then(|p| p.involuntary_switches)),
             cell.bound
                 .as_ref()
                 .map(|b| b.by.name().to_owned())
@@ -743,12 +762,12 @@ pub(crate) mod tests {
                 idle: MemoryBytes {
                     rss_bytes: 8 << 20,
                     pss_bytes: 3 << 20,
-                    uss_bytes: 2 << 20,
+                    uss_bytes: Some(2 << 20),
                 },
                 peak: MemoryBytes {
                     rss_bytes: 12 << 20,
                     pss_bytes: 5 << 20,
-                    uss_bytes: 4 << 20,
+                    uss_bytes: Some(4 << 20),
                 },
                 samples: 50,
                 processes: 3,
@@ -757,8 +776,8 @@ pub(crate) mod tests {
                 server_s: 9.0,
                 server_user_s: 7.0,
                 server_system_s: 2.0,
-                server_voluntary_switches: 100,
-                server_involuntary_switches: 10,
+                server_voluntary_switches: Some(100),
+                server_involuntary_switches: Some(10),
                 loadgen_s: 2.5,
                 wall_s: 5.0,
             }),
@@ -771,8 +790,8 @@ pub(crate) mod tests {
                 cpu_us: 1800.0,
                 user_us: 1400.0,
                 system_us: 400.0,
-                voluntary_switches: 0.02,
-                involuntary_switches: 0.002,
+                voluntary_switches: Some(0.02),
+                involuntary_switches: Some(0.002),
             }),
             bound: Some(Bound {
                 by: BoundBy::ServerCpu,
@@ -955,6 +974,7 @@ pub(crate) mod tests {
                     node_version: None,
                 },
                 pinning: None,
+                url: None,
             },
             cpu_kernels: BTreeMap::new(),
             cells: records,

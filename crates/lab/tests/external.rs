@@ -33,6 +33,8 @@ fn a_template_server_runs_through_lab_run() {
         "tiny",
         "--workloads",
         "noop,cpu",
+        // Closed cells only (the default profile adds open-loop ones).
+        "--quick",
         "--workers",
         "1",
         "--concurrency",
@@ -171,6 +173,8 @@ fn a_server_at_a_url_is_loaded_but_never_stopped_and_measured_from_its_stats() {
         "run",
         "--url",
         &url,
+        // Closed cells only (the default profile adds open-loop ones).
+        "--quick",
         "--workloads",
         "noop,cpu",
         "--concurrency",

@@ -27,6 +27,8 @@ fn a_tiny_matrix_runs_end_to_end() {
     let out = scratch("tiny");
     let args = [
         "run",
+        // Closed cells only (the default profile adds open-loop ones).
+        "--quick",
         "--models",
         "bare,prefork,threadpool",
         "--workloads",

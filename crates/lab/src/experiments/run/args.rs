@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use harness::servers::ServerKind;
 
 use super::plan::{Offered, Plan, Profile, Remote, Workload};
@@ -61,7 +61,9 @@ pub struct RunArgs {
     /// Also run each cell open-loop, at these shares of the throughput its
     /// closed-loop run measured (0.05 to 1, e.g. `0.5,0.8`): a fixed
     /// request rate with latency correction, so latencies of different
-    /// kinds compare at the same share of their capacity.
+    /// kinds compare at the same share of their capacity [default: 0.5,0.8
+    /// for the cpu and io cells; quick: none]. With --load or --rate given,
+    /// every workload's cells get exactly those.
     #[arg(long = "load", value_name = "SHARE,..", value_delimiter = ',',
           value_parser = parse_share)]
     pub load: Vec<f64>,
@@ -110,10 +112,12 @@ impl RunArgs {
                 given.clone()
             }
         };
-        // Budget: the default profile is 42 cells with every kind, of about
-        // 6 s each (warm-up, load, start and stop) on a 2-core machine, so
-        // about 5 minutes; quick is 29 cells of about 2.5 s, about a minute
-        // and a half.
+        // Budget: the default profile is 94 cells with every kind (42
+        // closed, and the cpu and io ones again open-loop at half and 80%
+        // of what they measured), of about 6.5 s each (warm-up, load, start
+        // and stop) on a 2-core machine, so about 10 minutes a repeat;
+        // quick is 29 closed cells of about 2.5 s, about a minute and a
+        // half.
         let (workers, duration, warmup) = match profile {
             Profile::Default => (
                 given(&self.workers, &[1, 2, 4]),
@@ -125,6 +129,22 @@ impl RunArgs {
                 Duration::from_millis(1500),
                 Duration::from_millis(500),
             ),
+        };
+        let given_open: Vec<Offered> = dedup(&self.load)
+            .into_iter()
+            .map(Offered::Share)
+            .chain(dedup(&self.rate).into_iter().map(Offered::Rate))
+            .collect();
+        // Latency means something only at a load below capacity: by
+        // default the cells whose latency matters (cpu, io) are run again
+        // at half and 80% of what they measured closed-loop.
+        let (open, open_workloads) = match profile {
+            _ if !given_open.is_empty() => (given_open, Workload::value_variants().to_vec()),
+            Profile::Default => (
+                vec![Offered::Share(0.5), Offered::Share(0.8)],
+                vec![Workload::Cpu, Workload::Io],
+            ),
+            Profile::Quick => (Vec::new(), Vec::new()),
         };
         let servers = self.servers.settings()?;
         // Every built-in kind when none is named; where `node` is missing
@@ -152,11 +172,8 @@ impl RunArgs {
             cpu_iters: self.cpu_iters,
             io_ms: self.io_ms,
             repeat: self.repeat,
-            open: dedup(&self.load)
-                .into_iter()
-                .map(Offered::Share)
-                .chain(dedup(&self.rate).into_iter().map(Offered::Rate))
-                .collect(),
+            open,
+            open_workloads,
             remote: self.url.clone(),
             servers,
         };

@@ -154,9 +154,10 @@ pub struct Plan {
     pub io_ms: u32,
     /// Times each cell runs, interleaved.
     pub repeat: u32,
-    /// Open-loop loads run after each closed cell: shares of its measured
-    /// throughput, and fixed rates.
+    /// Open-loop loads run after each closed cell of `open_workloads`:
+    /// shares of its measured throughput, and fixed rates.
     pub open: Vec<Offered>,
+    pub open_workloads: Vec<Workload>,
     /// `--url`: the one server, not started by the lab.
     pub remote: Option<Remote>,
     pub servers: ServerSettings,
@@ -231,7 +232,12 @@ impl Plan {
                     for concurrency in concurrency {
                         // The closed cell first: the open ones at a share
                         // take their rate from it.
-                        for offered in std::iter::once(Offered::Closed).chain(self.open.clone()) {
+                        let open = if self.open_workloads.contains(&workload) {
+                            &self.open[..]
+                        } else {
+                            &[]
+                        };
+                        for &offered in std::iter::once(&Offered::Closed).chain(open) {
                             cells.push(Cell {
                                 kind: kind.clone(),
                                 workload,
@@ -278,8 +284,18 @@ mod tests {
         let default = plan(&[]).unwrap();
         let cells = default.cells();
         // prefork, threadpool, node-cluster, node-threads: 3 workloads x
-        // 3 sizes; bare: noop x 3 sizes; node-single: 3 workloads at 1.
-        assert_eq!(cells.len(), 4 * 3 * 3 + 3 + 3);
+        // 3 sizes, cpu and io again at 2 open-loop shares; bare: noop x 3
+        // sizes; node-single: 3 workloads at 1, cpu and io again at 2.
+        assert_eq!(cells.len(), 4 * 3 * (3 + 2 * 2) + 3 + (3 + 2 * 2));
+        let open: Vec<&Cell> = cells
+            .iter()
+            .filter(|c| c.offered != Offered::Closed)
+            .collect();
+        assert!(open.iter().all(|c| c.workload != Workload::Noop));
+        assert!(
+            open.iter()
+                .all(|c| matches!(c.offered, Offered::Share(s) if s == 0.5 || s == 0.8))
+        );
         let single: Vec<&Cell> = cells
             .iter()
             .filter(|c| c.kind.name == "node-single")
@@ -318,6 +334,8 @@ mod tests {
     #[test]
     fn repeats_are_interleaved() {
         let plan = plan(&[
+            // Quick: closed cells only.
+            "--quick",
             "--models",
             "prefork",
             "--workloads",
@@ -379,6 +397,8 @@ mod tests {
     #[test]
     fn bare_runs_only_noop_and_is_refused_without_it() {
         let mixed = plan(&[
+            // Quick: closed cells only.
+            "--quick",
             "--models",
             "bare,prefork",
             "--workloads",
@@ -402,6 +422,8 @@ mod tests {
     #[test]
     fn a_template_is_a_kind_to_name_and_an_unknown_name_is_refused() {
         let with_mine = plan(&[
+            // Quick: closed cells only.
+            "--quick",
             "--server",
             "mine=python3 app.py --port {port}",
             "--models",

@@ -113,7 +113,9 @@ fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         let ticker_slots = slots.clone();
-        tokio::spawn(async move { service::ticker::run(&ticker_slots[slot]).await });
+        if !config.without.ticker {
+            tokio::spawn(async move { service::ticker::run(&ticker_slots[slot]).await });
+        }
         slots[slot].set_state(SlotState::Ready);
         tracing::debug!(slot, pid, "accepting");
         let shutdown = async {

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-use crate::http::HttpConfig;
+use crate::http::{HttpConfig, Piece, Without};
+
+/// The most workers a server takes (`--workers`).
+pub const MAX_WORKERS: usize = 1024;
 
 /// The contract's flags.
 #[derive(Args, Clone, Debug)]
@@ -18,7 +21,8 @@ pub struct CommonArgs {
     pub listen: SocketAddr,
 
     /// Workers, 1..=1024 [default: available parallelism].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS as i64))]
     pub workers: Option<u16>,
 
     /// Enable `POST /crash?how=panic|abort|exit|segv|hang` (otherwise it answers 403).
@@ -38,6 +42,18 @@ pub struct CommonArgs {
     #[arg(long, value_name = "MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_ms: u64,
+
+    /// Measurement only, and a break of the contract: switch off these
+    /// pieces of per-request machinery to measure what each costs
+    /// (`scripts/machinery-cost.sh`).
+    #[arg(
+        long,
+        hide = true,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "PIECE,.."
+    )]
+    pub without: Vec<Piece>,
 }
 
 impl CommonArgs {
@@ -52,6 +68,7 @@ impl CommonArgs {
         HttpConfig {
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             grace: Duration::from_millis(self.grace_ms),
+            without: Without::new(&self.without),
         }
     }
 }

@@ -5,8 +5,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::ops::{Deref, RangeInclusive};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -80,6 +80,50 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     /// On shutdown, how long in-flight requests may take to finish.
     pub grace: Duration,
+    /// Machinery switched off, to measure its cost; normally none.
+    pub without: Without,
+}
+
+/// A piece of the per-request machinery that `--without` can switch off.
+/// Each is something `bare` does not do; switching one off breaks the
+/// contract, which is why the flag is hidden and only the cost
+/// measurement uses it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// The slot's counters: `requests`, `in_flight`, `errors`.
+    Stats,
+    /// The `x-worker` header.
+    XWorker,
+    /// Routing, validation and the request body: every request gets `ok`.
+    Routing,
+    /// hyper's header-read timer (`--header-timeout-ms`).
+    HeaderTimer,
+    /// The 10 ms event-loop ticker (lag and heartbeat); a supervisor then
+    /// needs `--worker-timeout-ms 0`.
+    Ticker,
+}
+
+/// The pieces switched off, as flags the hot path reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Without {
+    pub stats: bool,
+    pub x_worker: bool,
+    pub routing: bool,
+    pub header_timer: bool,
+    pub ticker: bool,
+}
+
+impl Without {
+    pub fn new(pieces: &[Piece]) -> Without {
+        let off = |piece| pieces.contains(&piece);
+        Without {
+            stats: off(Piece::Stats),
+            x_worker: off(Piece::XWorker),
+            routing: off(Piece::Routing),
+            header_timer: off(Piece::HeaderTimer),
+            ticker: off(Piece::Ticker),
+        }
+    }
 }
 
 /// How a graceful shutdown ended.
@@ -101,10 +145,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Drained {
     let mut http = http1::Builder::new();
+    http.max_headers(MAX_HEADERS);
     // hyper enforces the header-read timeout only when it has a timer.
-    http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .max_headers(MAX_HEADERS);
+    if !config.without.header_timer {
+        http.timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout);
+    }
+    let without = config.without;
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -124,7 +171,7 @@ pub async fn serve(
                 // Responses are small; do not let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let service = service_fn(move |req| handle(app.clone(), req));
+                let service = service_fn(move |req| handle(app.clone(), without, req));
                 let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
@@ -155,28 +202,45 @@ pub async fn serve(
 
 async fn handle(
     app: Arc<App>,
+    without: Without,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let slot = &app.slots[app.loop_slot];
-    let _in_flight = InFlight::enter(slot);
-    let reply = route(&app, req).await.unwrap_or_else(|reply| reply);
+    let _in_flight = (!without.stats).then(|| InFlight::enter(slot));
+    let reply = if without.routing {
+        Reply::ok("ok\n")
+    } else {
+        route(&app, req).await.unwrap_or_else(|reply| reply)
+    };
     let (worker, mut response) = (reply.worker.unwrap_or(app.loop_worker), reply.response);
     // Failures a job had elsewhere were counted by whoever ran it.
-    if response.status().is_server_error() && worker == app.loop_worker {
+    if response.status().is_server_error() && worker == app.loop_worker && !without.stats {
         slot.errors.fetch_add(1, Relaxed);
     }
-    response
-        .headers_mut()
-        .insert("x-worker", worker_header(worker));
+    if !without.x_worker {
+        response
+            .headers_mut()
+            .insert("x-worker", worker_header(worker));
+    }
     Ok(response)
 }
 
-/// `x-worker`'s value, built without going through a `String` on every
-/// response.
+/// `x-worker`'s value. Formatting a number into a header allocates, so
+/// each slot's value is made once, the first time it is needed, and every
+/// response after that takes a copy of a static one, which costs nothing.
 fn worker_header(worker: WorkerId) -> HeaderValue {
+    static SLOTS: OnceLock<Vec<HeaderValue>> = OnceLock::new();
     match worker {
         WorkerId::Main => HeaderValue::from_static("main"),
-        WorkerId::Slot(index) => HeaderValue::from(index),
+        WorkerId::Slot(index) => SLOTS
+            .get_or_init(|| {
+                (0..=crate::cli::MAX_WORKERS)
+                    .map(|i| HeaderValue::from_static(i.to_string().leak()))
+                    .collect()
+            })
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from(index)),
     }
 }
 
@@ -187,21 +251,22 @@ struct Reply {
 }
 
 impl Reply {
-    fn new(status: StatusCode, body: impl Into<String>) -> Self {
+    fn new(status: StatusCode, body: impl Into<Bytes>) -> Self {
         Self::with_type(status, "text/plain; charset=utf-8", body.into())
     }
 
+    /// A fixed answer, sent from static memory: no allocation per request.
     fn ok(body: &'static str) -> Self {
-        Self::new(StatusCode::OK, body)
+        Self::new(StatusCode::OK, Bytes::from_static(body.as_bytes()))
     }
 
     fn json(value: &impl serde::Serialize) -> Self {
         let text = serde_json::to_string(value).expect("contract types always serialize");
-        Self::with_type(StatusCode::OK, "application/json", text + "\n")
+        Self::with_type(StatusCode::OK, "application/json", (text + "\n").into())
     }
 
-    fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Self {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+    fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Self {
+        let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
         response
             .headers_mut()
@@ -378,6 +443,22 @@ fn bad_request(message: String) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_switches_off_exactly_the_pieces_named() {
+        assert_eq!(Without::new(&[]), Without::default());
+        let off = Without::new(&[Piece::XWorker, Piece::Ticker]);
+        assert!(off.x_worker && off.ticker);
+        assert!(!off.stats && !off.routing && !off.header_timer);
+    }
+
+    #[test]
+    fn worker_headers_name_the_slot_or_main() {
+        assert_eq!(worker_header(WorkerId::Main), "main");
+        assert_eq!(worker_header(WorkerId::Slot(0)), "0");
+        assert_eq!(worker_header(WorkerId::Slot(1024)), "1024");
+        assert_eq!(worker_header(WorkerId::Slot(5000)), "5000");
+    }
 
     #[test]
     fn params_take_the_first_match_and_tolerate_bare_keys() {

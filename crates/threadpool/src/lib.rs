@@ -127,7 +127,9 @@ pub fn run(args: Args) -> Result<(), Error> {
         let mut terminate = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
         let ticker_slots = slots.clone();
-        tokio::spawn(async move { service::ticker::run(&ticker_slots[main_slot]).await });
+        if !config.without.ticker {
+            tokio::spawn(async move { service::ticker::run(&ticker_slots[main_slot]).await });
+        }
         let watched = pool.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(WATCH_EVERY);

@@ -94,7 +94,7 @@ fn rr_never_answers_nor_closes_a_connection_handed_to_a_hung_worker() {
 
 #[test]
 fn each_crash_ends_only_the_worker_that_served_it() {
-    supervision::each_crash_ends_only_the_worker_that_served_it(BIN, PRIMARY);
+    supervision::each_crash_ends_only_the_worker_that_served_it(BIN, &[], PRIMARY);
 }
 
 /// `/stats` is answered by one worker for all: the primary asks every

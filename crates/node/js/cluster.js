@@ -126,8 +126,8 @@ function primary(kind, args) {
     restarts: 0,
     // The counts of the slot's earlier workers, and the last ones its
     // current worker reported.
-    base: { requests: 0, errors: 0 },
-    last: { requests: 0, in_flight: 0, errors: 0, lag: null },
+    base: { requests: 0, errors: 0, connections: 0 },
+    last: { requests: 0, in_flight: 0, errors: 0, connections: 0, lag: null },
     lastBeat: 0,
     forkedAt: 0,
     quickDeaths: 0,
@@ -170,7 +170,7 @@ function primary(kind, args) {
       worker: child,
       pid: child.process.pid,
       state: 'starting',
-      last: { requests: 0, in_flight: 0, errors: 0, lag: null },
+      last: { requests: 0, in_flight: 0, errors: 0, connections: 0, lag: null },
       lastBeat: Date.now(),
       forkedAt: Date.now(),
       killedAsHung: false,
@@ -203,7 +203,8 @@ function primary(kind, args) {
     // lost with it.
     slot.base.requests += slot.last.requests;
     slot.base.errors += slot.last.errors;
-    slot.last = { requests: 0, in_flight: 0, errors: 0, lag: slot.last.lag };
+    slot.base.connections += slot.last.connections || 0;
+    slot.last = { requests: 0, in_flight: 0, errors: 0, connections: 0, lag: slot.last.lag };
     slot.worker = null;
     slot.state = 'dead';
     for (const gathering of [...gatherings.values()]) {
@@ -295,6 +296,7 @@ function primary(kind, args) {
           in_flight: slot.worker ? slot.last.in_flight : 0,
           errors: slot.base.errors + slot.last.errors,
           restarts: slot.restarts,
+          connections: slot.base.connections + (slot.last.connections || 0),
         };
         if (slot.last.lag) entry.loop_lag_ms = slot.last.lag;
         return entry;
@@ -402,6 +404,10 @@ function worker(kind, args) {
   });
 
   const server = contract.createServer(ctx);
+  // The connections this worker took (handed over by the primary under rr,
+  // accepted on the shared socket under none), for `/stats`.
+  ctx.counters.connections = 0;
+  server.on('connection', () => { ctx.counters.connections++; });
   const cannotListen = (error) => {
     // Before listening: tell the primary why, then go.
     log.warn(`cannot listen: ${error.message}`);

@@ -94,7 +94,7 @@ fn rr_never_answers_nor_closes_a_connection_handed_to_a_hung_worker() {
 
 #[test]
 fn each_crash_ends_only_the_worker_that_served_it() {
-    supervision::each_crash_ends_only_the_worker_that_served_it(BIN, PRIMARY);
+    supervision::each_crash_ends_only_the_worker_that_served_it(BIN, &[], PRIMARY);
 }
 
 /// `/stats` is answered by one worker for all: the primary asks every
@@ -206,4 +206,33 @@ fn a_killed_primary_takes_its_idle_workers_but_not_a_hung_one() {
         vec![hung],
         "only the hung worker is left in the group"
     );
+}
+
+/// Each worker reports the connections its server took (its `connection`
+/// events), not its requests, under both policies.
+#[test]
+fn each_worker_counts_the_connections_it_took() {
+    for balance in ["rr", "none"] {
+        let server = Server::start(BIN, &["--workers", "1", "--balance", balance]);
+        for _ in 0..3 {
+            assert_eq!(server.get("/").status, 200, "{balance}");
+        }
+        // The `/stats` request is a fourth connection; a keep-alive one is
+        // counted once whatever it carries.
+        let mut kept = server.connect().unwrap();
+        for _ in 0..2 {
+            kept.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+                .unwrap();
+            let mut reply = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !reply.ends_with(b"ok\n") {
+                let n = kept.read(&mut chunk).unwrap();
+                assert!(n > 0, "{balance}: closed early");
+                reply.extend_from_slice(&chunk[..n]);
+            }
+        }
+        let worker = &server.stats().workers[0];
+        assert_eq!(worker.connections, 5, "{balance}: {worker:?}");
+        assert_eq!(worker.requests, 6, "{balance}: {worker:?}");
+    }
 }

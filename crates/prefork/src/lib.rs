@@ -1,19 +1,33 @@
 //! `prefork`: the process-per-core model, the way Node's `cluster` works.
 //!
 //! A master process binds the listening sockets, maps a shared stats region,
-//! and forks N workers. Each worker inherits its socket and accepts on it
-//! directly (`--balance reuseport`, the default: one socket per worker on
-//! the port, the kernel hashes connections across them, and a dead worker's
-//! socket stays open in the master for its replacement; `--balance shared`:
-//! one socket, each connection goes to whichever worker's `accept` wins),
-//! and runs one single-threaded event loop, like a Node process. CPU work
-//! runs on that loop and blocks it; that is the point of comparison with
-//! `threadpool`.
+//! and forks N workers, each of which runs one single-threaded event loop,
+//! like a Node process. CPU work runs on that loop and blocks it; that is
+//! the point of comparison with `threadpool`. How connections reach the
+//! workers is `--balance`:
+//!
+//! - `reuseport` (the default): one `SO_REUSEPORT` socket per worker on the
+//!   port; the kernel hashes connections across them, and a dead worker's
+//!   socket stays open in the master for its replacement.
+//! - `shared`: one socket that every worker accepts on; each connection goes
+//!   to whichever worker's `accept` wins.
+//! - `rr` (Node's cluster default, `SCHED_RR`): the master accepts every
+//!   connection itself and hands its descriptor to the next worker in turn
+//!   that has room, over a UNIX socket ([`handoff`]). A worker has room when
+//!   it is ready and has acknowledged every connection handed to it: one
+//!   hand-off in flight per worker, as in Node, so a worker whose loop is
+//!   busy is passed over. The master keeps each connection until the worker
+//!   acknowledges it; a worker that dies first gets it taken back and given
+//!   to another (or, with none ready, to the first one ready within 10 s;
+//!   after that it is closed). Connections the master has not accepted yet
+//!   wait in the kernel's backlog, as with the other policies.
 //!
 //! - [`master`]: binding, forking, supervision (respawn, the hung-worker
-//!   timeout), graceful shutdown, the ready line.
+//!   timeout), graceful shutdown, the ready line, and `rr`'s hand-offs.
 //! - [`backoff`]: when a dead worker is replaced: at once, unless its slot
 //!   is in a crash loop, where the delay doubles from 100 ms up to 10 s.
+//! - [`handoff`]: `rr`'s channel: a descriptor over `SCM_RIGHTS`, and the
+//!   acknowledgement back.
 //! - [`worker`]: what a forked child runs: the orphan guard, a current-thread
 //!   tokio runtime, and the shared `service` crate.
 //! - [`region`]: the `MAP_SHARED` memory holding every worker's counters.
@@ -23,6 +37,7 @@
 //! only the forking thread, with any lock the others held stuck forever.
 
 pub mod backoff;
+pub mod handoff;
 pub mod master;
 pub mod region;
 pub mod worker;
@@ -40,7 +55,7 @@ pub use master::run;
     version,
     about = "The lab's process-per-core server (Node's cluster): a master forks \
              workers that accept on one port, each on its own SO_REUSEPORT socket \
-             or all on one shared socket.",
+             or all on one shared socket, or that the master hands connections to.",
     long_about = None,
 )]
 pub struct Args {
@@ -53,7 +68,10 @@ pub struct Args {
     /// `reuseport`: one socket per worker on the same port (SO_REUSEPORT),
     /// and the kernel assigns each connection by a hash of its addresses;
     /// the connections queued on a dead worker's socket wait there for its
-    /// replacement instead of piling onto the survivors.
+    /// replacement instead of piling onto the survivors. `rr`: the master
+    /// accepts every connection and hands it to the next worker that has
+    /// room (Node's cluster default); one that dies before taking it does
+    /// not lose it.
     #[arg(long, value_enum, default_value_t = Balance::Reuseport)]
     pub balance: Balance,
 
@@ -72,15 +90,22 @@ pub struct Args {
     /// exercise the respawn backoff (a crash loop).
     #[arg(long, hide = true)]
     pub die_at_boot: bool,
+
+    /// Test-only, `--balance rr`: slot 0's first worker exits with status 3
+    /// on receiving its first connection, before acknowledging it, so a test
+    /// can check that the master hands that connection to another worker.
+    #[arg(long, hide = true)]
+    pub die_on_handoff: bool,
 }
 
-/// The `--balance` policies prefork has: the contract's, less those it
-/// lacks (the master-side round-robin, `rr`), so asking for one is refused
-/// by the flag parser with the list of what there is.
+/// The `--balance` policies prefork has: all of the contract's. Its own
+/// enum, so that a policy added to the contract is refused by the flag
+/// parser until prefork implements it.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Balance {
     Shared,
     Reuseport,
+    Rr,
 }
 
 impl From<Balance> for service::contract::Balance {
@@ -88,6 +113,7 @@ impl From<Balance> for service::contract::Balance {
         match balance {
             Balance::Shared => Self::Shared,
             Balance::Reuseport => Self::Reuseport,
+            Balance::Rr => Self::Rr,
         }
     }
 }
@@ -105,6 +131,8 @@ pub enum Error {
     Region(#[source] nix::Error),
     #[error("cannot set up signal handling")]
     Signals(#[source] nix::Error),
+    #[error("cannot create a worker's hand-off channel")]
+    Channel(#[source] nix::Error),
     #[error("cannot fork a worker")]
     Fork(#[source] nix::Error),
     #[error("cannot wait for workers")]

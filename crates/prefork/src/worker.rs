@@ -1,22 +1,22 @@
 //! What a forked worker runs: one single-threaded event loop, like a Node
-//! process, serving the socket it inherited from the master.
+//! process, serving the socket it inherited from the master or (`--balance
+//! rr`) the connections the master hands it over its channel.
 
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::SignalFd;
 use nix::unistd::{Pid, getppid};
 use service::dataset::Dataset;
 use service::job::{BoxFuture, Done, ExitRequested, Job, JobError, WorkerId};
 use service::slot::SlotState;
-use service::{App, Model, SlotTable};
+use service::{App, Connections, Model, SlotTable};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::region::Region;
-use crate::{Args, Balance, DatasetLoad};
+use crate::{Args, Balance, DatasetLoad, handoff};
 use service::contract::{Stats, WorkerStats};
 
 /// Everything a worker inherits from the master across `fork`.
@@ -24,7 +24,8 @@ use service::contract::{Stats, WorkerStats};
 pub struct WorkerContext {
     pub args: Args,
     /// The listening sockets: one that every worker shares (`--balance
-    /// shared`), or one per slot (`--balance reuseport`).
+    /// shared`), one per slot (`--balance reuseport`), or the master's own
+    /// (`--balance rr`, closed in the worker).
     pub listeners: Vec<TcpListener>,
     pub region: Arc<Region>,
     /// Built before the fork (`--dataset-load before-fork`), shared
@@ -36,8 +37,19 @@ pub struct WorkerContext {
     pub original_mask: SigSet,
 }
 
+/// What a worker gets from the master beyond the [`WorkerContext`].
+#[derive(Debug)]
+pub struct Inherited {
+    /// The master's descriptors this process must not keep (its signalfd;
+    /// under rr also the listener, the hand-off channels' master ends and
+    /// the connections the master holds): closed first thing.
+    pub close: Vec<RawFd>,
+    /// rr: this worker's end of its hand-off channel.
+    pub channel: Option<OwnedFd>,
+}
+
 /// The worker's entry point, right after `fork` in the child. Never returns.
-pub fn run(context: &WorkerContext, slot: usize, master_signals: &SignalFd) -> ! {
+pub fn run(context: &WorkerContext, slot: usize, inherited: Inherited) -> ! {
     // If the master dies, even by SIGKILL, the kernel kills us: no orphans.
     // It could have died between `fork` and this line, in which case we were
     // already re-parented; check for that too.
@@ -46,9 +58,13 @@ pub fn run(context: &WorkerContext, slot: usize, master_signals: &SignalFd) -> !
     {
         std::process::exit(1);
     }
-    // The master's signal plumbing is not ours: close its signalfd and
-    // unblock the signals it reads, so tokio's handlers can see SIGTERM.
-    let _ = nix::unistd::close(master_signals.as_raw_fd());
+    // The master's plumbing is not ours: close its descriptors (the
+    // structs owning them in our copy of its memory are never dropped here:
+    // this function ends in `exit`), and unblock the signals it reads, so
+    // tokio's handlers can see SIGTERM.
+    for fd in inherited.close {
+        let _ = nix::unistd::close(fd);
+    }
     let _ = context.original_mask.thread_set_mask();
 
     // An uncaught panic ends a Node process; make it end this worker too
@@ -65,7 +81,7 @@ pub fn run(context: &WorkerContext, slot: usize, master_signals: &SignalFd) -> !
         tracing::error!(slot, "--die-at-boot: exiting");
         std::process::exit(3);
     }
-    std::process::exit(match serve(context, slot) {
+    std::process::exit(match serve(context, slot, inherited.channel) {
         Ok(()) => 0,
         Err(error) => {
             tracing::error!(slot, %error, "worker failed");
@@ -74,7 +90,7 @@ pub fn run(context: &WorkerContext, slot: usize, master_signals: &SignalFd) -> !
     })
 }
 
-fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
+fn serve(context: &WorkerContext, slot: usize, channel: Option<OwnedFd>) -> std::io::Result<()> {
     let pid = std::process::id();
     context.region[slot]
         .pid
@@ -90,7 +106,21 @@ fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let listener = context.listeners[slot % context.listeners.len()].try_clone()?;
+    // Where connections come from: the master's channel under rr, an
+    // inherited listener otherwise (a duplicate, since `context` is
+    // borrowed, and the original is never used here).
+    let source = match channel {
+        Some(channel) => Source::Handed(channel),
+        None => Source::Listener(context.listeners[slot % context.listeners.len()].try_clone()?),
+    };
+    // The test-only fault: the slot's first worker only, so that its
+    // replacement serves normally.
+    let die_on_handoff = context.args.die_on_handoff
+        && slot == 0
+        && context.region[slot]
+            .restarts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0;
     let slots: SlotTable = context.region.clone();
     let app = Arc::new(App {
         model: Arc::new(WorkerModel {
@@ -109,7 +139,14 @@ fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
     let config = context.args.common.http_config();
 
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let connections = match source {
+            Source::Listener(listener) => {
+                Connections::Listener(tokio::net::TcpListener::from_std(listener)?)
+            }
+            Source::Handed(channel) => {
+                Connections::Handed(handoff::receive(channel, die_on_handoff)?)
+            }
+        };
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         let ticker_slots = slots.clone();
@@ -124,10 +161,16 @@ fn serve(context: &WorkerContext, slot: usize) -> std::io::Result<()> {
                 _ = interrupt.recv() => {}
             }
         };
-        let drained = service::serve(listener, app, config, shutdown).await;
+        let drained = service::serve(connections, app, config, shutdown).await;
         tracing::info!(slot, pid, ?drained, "worker stopped serving");
         Ok(())
     })
+}
+
+/// Where a worker's connections come from, before its runtime exists.
+enum Source {
+    Listener(TcpListener),
+    Handed(OwnedFd),
 }
 
 /// The prefork model: every job runs inline, on this worker's only thread.

@@ -1,7 +1,8 @@
 //! The contract cases every model shares, run against `prefork` under each
-//! `--balance` policy: one inherited socket, and one `SO_REUSEPORT` socket
-//! per worker, which take different paths through binding, accepting and
-//! replacing a worker.
+//! `--balance` policy: one inherited socket, one `SO_REUSEPORT` socket per
+//! worker, and connections the master accepts and hands over, which take
+//! different paths through binding, accepting, draining and replacing a
+//! worker.
 
 testkit::contract_tests!(
     mod shared,
@@ -12,4 +13,9 @@ testkit::contract_tests!(
     mod reuseport,
     env!("CARGO_BIN_EXE_prefork"),
     flags: ["--balance", "reuseport"]
+);
+testkit::contract_tests!(
+    mod rr,
+    env!("CARGO_BIN_EXE_prefork"),
+    flags: ["--balance", "rr"]
 );

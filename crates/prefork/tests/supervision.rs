@@ -22,28 +22,45 @@ const MASTER: Supervisor = Supervisor {
     replace_within: Duration::from_secs(5),
 };
 
-#[test]
-fn a_killed_worker_is_replaced_in_its_slot() {
-    supervision::a_killed_worker_is_replaced_in_its_slot(
-        BIN,
-        &[],
-        Supervisor {
-            replace_within: Duration::from_secs(2),
-            ..MASTER
-        },
-    );
+/// The cases shared with node-cluster, once per `--balance`: each policy
+/// reaches workers its own way (an inherited socket, a socket per slot, the
+/// master's hand-offs), and a worker's death and replacement must not
+/// disturb any of them.
+macro_rules! supervision_under {
+    ($($module:ident: $balance:literal),+) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn a_killed_worker_is_replaced_in_its_slot() {
+                supervision::a_killed_worker_is_replaced_in_its_slot(
+                    BIN,
+                    &["--balance", $balance],
+                    Supervisor {
+                        replace_within: Duration::from_secs(2),
+                        ..MASTER
+                    },
+                );
+            }
+
+            #[test]
+            fn each_crash_ends_only_the_worker_that_served_it() {
+                supervision::each_crash_ends_only_the_worker_that_served_it(
+                    BIN,
+                    &["--balance", $balance],
+                    MASTER,
+                );
+            }
+        }
+    )+};
 }
+supervision_under!(shared: "shared", reuseport: "reuseport", rr: "rr");
 
 #[test]
 fn crash_is_forbidden_without_the_flag() {
     let server = Server::start(BIN, &["--workers", "1"]);
     assert_eq!(server.post("/crash?how=abort").status, 403);
     assert_eq!(server.get("/").status, 200);
-}
-
-#[test]
-fn each_crash_ends_only_the_worker_that_served_it() {
-    supervision::each_crash_ends_only_the_worker_that_served_it(BIN, MASTER);
 }
 
 #[test]
@@ -105,7 +122,7 @@ fn spread(balance: Balance) -> HashSet<String> {
 
 #[test]
 fn connections_are_spread_over_workers() {
-    for balance in [Balance::Shared, Balance::Reuseport] {
+    for balance in [Balance::Shared, Balance::Reuseport, Balance::Rr] {
         let served = spread(balance);
         assert!(
             served.len() >= 2,

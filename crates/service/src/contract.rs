@@ -119,6 +119,11 @@ pub struct WorkerStats {
     pub in_flight: u64,
     pub errors: u64,
     pub restarts: u64,
+    /// Connections this slot's event loop took to serve, across restarts;
+    /// 0 for a worker that serves no connections (a pool thread). Absent
+    /// from older servers' documents, hence the default.
+    #[serde(default)]
+    pub connections: u64,
     /// How late the worker's event-loop timer fires; absent for a worker
     /// that runs no event loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +140,9 @@ pub struct MainStats {
     pub requests: u64,
     pub in_flight: u64,
     pub errors: u64,
+    /// Connections the event loop accepted: all of the process's.
+    #[serde(default)]
+    pub connections: u64,
 }
 
 /// What a slot's worker is doing.
@@ -356,6 +364,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(stats.workers[0].state, SlotState::Starting);
+        // `connections` came later: an older server's document reads as 0.
+        assert_eq!(stats.workers[0].connections, 0);
         assert_eq!(stats.main, None);
         assert_eq!(stats.lost, None);
         let text = serde_json::to_string(&stats).unwrap();

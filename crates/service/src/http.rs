@@ -1,6 +1,8 @@
 //! The HTTP side of the contract: routing, validation, the `x-worker`
 //! header, connection limits and graceful shutdown. Every model serves
-//! through [`serve`]; only [`Model::execute`] and [`Model::stats`] differ.
+//! through [`serve`]; only [`Model::execute`] and [`Model::stats`] differ,
+//! and where the connections come from ([`Connections`]: a listener, or
+//! connections another process accepted and handed over).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,7 +20,8 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use crate::crash::CrashMode;
 use crate::dataset::Dataset;
@@ -135,15 +138,63 @@ pub enum Drained {
     TimedOut,
 }
 
+/// Where an event loop's connections come from.
+#[derive(Debug)]
+pub enum Connections {
+    /// A listening socket this loop accepts on itself (every model, and
+    /// prefork under `--balance shared` or `reuseport`).
+    Listener(TcpListener),
+    /// Connections accepted by someone else and handed over: prefork's
+    /// master under `--balance rr` accepts every connection and passes it
+    /// to a worker, whose receiving task forwards it here. The channel
+    /// closing means no more will come.
+    Handed(mpsc::Receiver<std::net::TcpStream>),
+}
+
+impl From<TcpListener> for Connections {
+    fn from(listener: TcpListener) -> Self {
+        Connections::Listener(listener)
+    }
+}
+
+impl Connections {
+    /// The next connection to serve; `Ok(None)` once a handed-over stream
+    /// has ended (a listener never ends).
+    async fn next(&mut self) -> std::io::Result<Option<TcpStream>> {
+        match self {
+            Connections::Listener(listener) => listener.accept().await.map(|(s, _)| Some(s)),
+            Connections::Handed(handed) => {
+                let Some(stream) = handed.recv().await else {
+                    return Ok(None);
+                };
+                // tokio requires a non-blocking socket: a blocking read
+                // would stall the whole event loop. O_NONBLOCK belongs to
+                // the open file description, which the sender's copy
+                // shares, so this is idempotent and harmless to it.
+                stream.set_nonblocking(true)?;
+                TcpStream::from_std(stream).map(Some)
+            }
+        }
+    }
+}
+
 /// Accepts and serves connections until `shutdown` resolves, then stops
 /// accepting, lets in-flight requests finish within `config.grace` (idle
 /// keep-alive connections are closed at once), and returns.
+///
+/// `connections` is a listener, or the connections handed to this loop
+/// ([`Connections`]); either is served the same way and counted on the
+/// loop's slot as it is taken.
 pub async fn serve(
-    listener: TcpListener,
+    connections: impl Into<Connections>,
     app: Arc<App>,
     config: HttpConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Drained {
+    let mut connections = connections.into();
+    // Whether more connections may come: a handed-over stream can end
+    // before the shutdown signal does (its sender is gone).
+    let mut open = true;
     let mut http = http1::Builder::new();
     http.max_headers(MAX_HEADERS);
     // hyper enforces the header-read timeout only when it has a timer.
@@ -157,9 +208,15 @@ pub async fn serve(
 
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = connections.next(), if open => {
                 let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                    Ok(Some(stream)) => stream,
+                    Ok(None) => {
+                        // Keep serving what is open until the shutdown.
+                        tracing::info!("no more connections will be handed over");
+                        open = false;
+                        continue;
+                    }
                     Err(error) => {
                         // Usually EMFILE or a connection reset before accept.
                         // Back off briefly instead of spinning on the error.
@@ -168,6 +225,7 @@ pub async fn serve(
                         continue;
                     }
                 };
+                app.slots[app.loop_slot].connections.fetch_add(1, Relaxed);
                 // Responses are small; do not let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
@@ -190,8 +248,9 @@ pub async fn serve(
     }
 
     // Closing our copy of the listener stops this loop accepting. In prefork
-    // the socket itself stays open in the other processes.
-    drop(listener);
+    // the socket itself stays open in the other processes. A handed-over
+    // stream's receiver closing tells its sender to stop handing over.
+    drop(connections);
     let open = graceful.count();
     tracing::info!(open, "draining connections");
     match tokio::time::timeout(config.grace, graceful.shutdown()).await {

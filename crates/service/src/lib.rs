@@ -40,7 +40,7 @@ pub mod ticker;
 
 use std::net::SocketAddr;
 
-pub use http::{App, Drained, HttpConfig, Model, SlotTable, serve};
+pub use http::{App, Connections, Drained, HttpConfig, Model, SlotTable, serve};
 pub use job::{BoxFuture, Done, ExitRequested, Job, JobError, WorkerId};
 
 /// Prints the one line a server writes on stdout ([`contract::Ready`]), once

@@ -50,6 +50,10 @@ pub struct WorkerSlot {
     pub errors: AtomicU64,
     /// How many times this slot's worker was replaced.
     pub restarts: AtomicU64,
+    /// Connections this slot's event loop took to serve (accepted itself, or
+    /// handed over by prefork's master under `--balance rr`), across
+    /// restarts. With `requests`, it shows how a policy spread the load.
+    pub connections: AtomicU64,
     /// [`monotonic_ms`] when the worker last proved it can run: the loop
     /// ticker writes it every tick, a pool thread when it takes a job. A
     /// supervisor compares it with the clock to find hung workers; the clock is
@@ -113,6 +117,7 @@ impl WorkerSlot {
             in_flight: self.in_flight.load(Relaxed),
             errors: self.errors.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
+            connections: self.connections.load(Relaxed),
             ..contract::WorkerStats::default()
         }
     }
@@ -156,7 +161,7 @@ mod tests {
     /// mean nothing in another process.
     #[test]
     fn slot_is_plain_data() {
-        assert_eq!(std::mem::size_of::<WorkerSlot>(), 2 * 4 + 8 * 8);
+        assert_eq!(std::mem::size_of::<WorkerSlot>(), 2 * 4 + 9 * 8);
         assert_eq!(std::mem::align_of::<WorkerSlot>(), 8);
     }
 

@@ -101,8 +101,9 @@ pub fn a_killed_worker_is_replaced_in_its_slot(bin: &str, extra: &[&str], kind: 
 /// Every crash mode ends the one worker that ran the request, which gets no
 /// answer; the supervisor logs how it died, replaces it in its slot, and the
 /// server serves on. A hung worker is killed and replaced the same way.
-pub fn each_crash_ends_only_the_worker_that_served_it(bin: &str, kind: Supervisor) {
-    let server = Server::start(bin, &crash_flags("2", "600"));
+/// `extra` are flags on top of the crash flags (a `--balance`).
+pub fn each_crash_ends_only_the_worker_that_served_it(bin: &str, extra: &[&str], kind: Supervisor) {
+    let server = Server::start(bin, &[&crash_flags("2", "600")[..], extra].concat());
     for (mode, how_it_died) in [
         ("panic", kind.panic_exit),
         ("abort", "killed by SIGABRT"),

@@ -192,6 +192,7 @@ impl Model for PoolModel {
                 requests: main_entry.requests,
                 in_flight: main_entry.in_flight,
                 errors: main_entry.errors,
+                connections: main_entry.connections,
             }),
             loop_lag_ms: Some(main.loop_lag()),
             queue: Some(queue),

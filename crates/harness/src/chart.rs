@@ -20,6 +20,9 @@ pub struct Panel {
     pub y_desc: String,
     /// A logarithmic y axis (latencies).
     pub log_y: bool,
+    /// Bars instead of lines: at each x (a category, such as a worker's
+    /// id: whole numbers), one bar per series, side by side.
+    pub bars: bool,
     pub series: Vec<Series>,
 }
 
@@ -59,8 +62,14 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
         xs().fold(f64::INFINITY, f64::min),
         xs().fold(f64::NEG_INFINITY, f64::max),
     );
-    // A margin on both sides, so points at the ends are not on the frame.
-    let margin = if high > low { (high - low) * 0.05 } else { 0.5 };
+    // A margin on both sides, so points at the ends are not on the frame,
+    // and bars (up to half a unit either side of their x) fit.
+    let bars = chart.panels.iter().any(|p| p.bars);
+    let margin = match (bars, high > low) {
+        (true, _) => 0.6,
+        (false, true) => (high - low) * 0.05,
+        (false, false) => 0.5,
+    };
     let (x_min, x_max) = if low.is_finite() {
         (low - margin, high + margin)
     } else {
@@ -98,24 +107,37 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
                         BLACK.stroke_width(1),
                     ))?;
                 }
+                let width = 0.8 / panel.series.len().max(1) as f64;
                 for (i, series) in panel.series.iter().enumerate() {
                     let color = palette(i);
-                    let drawn = ctx.draw_series(LineSeries::new(
-                        series.points.iter().copied(),
-                        color.stroke_width(2),
-                    ))?;
+                    let drawn = if panel.bars {
+                        let left = |x: f64| x - 0.4 + width * i as f64;
+                        ctx.draw_series(series.points.iter().map(|&(x, y)| {
+                            Rectangle::new(
+                                [(left(x), $y_low), (left(x) + width, y)],
+                                color.filled(),
+                            )
+                        }))?
+                    } else {
+                        ctx.draw_series(LineSeries::new(
+                            series.points.iter().copied(),
+                            color.stroke_width(2),
+                        ))?
+                    };
                     if index == 0 {
                         drawn.label(series.name.clone()).legend(move |(x, y)| {
                             PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
                         });
                     }
                     // A dot on each point, so a series of one point shows.
-                    ctx.draw_series(
-                        series
-                            .points
-                            .iter()
-                            .map(|&point| Circle::new(point, 3, color.filled())),
-                    )?;
+                    if !panel.bars {
+                        ctx.draw_series(
+                            series
+                                .points
+                                .iter()
+                                .map(|&point| Circle::new(point, 3, color.filled())),
+                        )?;
+                    }
                 }
                 if index == 0 {
                     ctx.configure_series_labels()
@@ -155,12 +177,14 @@ mod tests {
                     caption: "ok per window".into(),
                     y_desc: "ok".into(),
                     log_y: false,
+                    bars: false,
                     series: vec![series("kill"), series("panic")],
                 },
                 Panel {
                     caption: "p99".into(),
                     y_desc: "ms".into(),
                     log_y: true,
+                    bars: true,
                     series: vec![series("kill"), series("panic")],
                 },
             ],

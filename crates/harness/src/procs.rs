@@ -144,6 +144,13 @@ impl Counters {
     }
 }
 
+/// CPU seconds (user + system, every thread) process `pid` has used so
+/// far; `None` once it is gone.
+pub fn process_cpu_s(pid: i32) -> Option<f64> {
+    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
 /// The [`Counters`] of group `pgid` now.
 pub fn counters(pgid: i32) -> Counters {
     let ticks = procfs::ticks_per_second() as f64;

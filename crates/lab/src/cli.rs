@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::Error;
-use crate::experiments::{crash, run};
+use crate::experiments::{balance, crash, run};
 
 /// The harness for the lab's server models.
 #[derive(Parser, Debug)]
@@ -29,6 +29,10 @@ pub enum Command {
     /// (model, fault), and write results/<run name>/crash.{json,md} and an
     /// SVG timeline per model.
     Crash(crash::CrashArgs),
+    /// Load balancing: how each `--balance` policy spreads connections and
+    /// requests over the workers, in four scenarios, and write
+    /// results/<run name>/balance.{json,md} and an SVG per scenario.
+    Balance(balance::BalanceArgs),
     /// Internal: run the load generator (oha) in this process. The harness
     /// starts it as a child so the load generator is its own process.
     #[command(hide = true)]
@@ -64,6 +68,17 @@ pub fn run(cli: Cli) -> ExitCode {
             Err(e) => report(e),
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
+        },
+        Command::Balance(args) => match balance::main(&args, lab_exe) {
+            Err(e) => report(e),
+            Ok(run) if run.meta.interrupted => ExitCode::from(130),
+            Ok(run) => match run.failed() {
+                0 => ExitCode::SUCCESS,
+                failed => {
+                    eprintln!("{failed} cell(s) failed; see balance.md");
+                    ExitCode::FAILURE
+                }
+            },
         },
         Command::Crash(args) => match crash::main(&args, lab_exe) {
             Err(e) => report(e),

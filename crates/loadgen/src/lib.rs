@@ -99,6 +99,9 @@ pub struct LoadSpec {
     /// Run the load generator on these CPUs only, with one oha thread per
     /// CPU; empty: anywhere, with oha's default threads.
     pub cpus: Vec<usize>,
+    /// Each request on a connection of its own (oha
+    /// `--disable-keepalive`), instead of keep-alive connections.
+    pub new_connections: bool,
 }
 
 impl LoadSpec {
@@ -111,6 +114,7 @@ impl LoadSpec {
             rate: None,
             per_request: false,
             cpus: Vec::new(),
+            new_connections: false,
         }
     }
 }
@@ -268,6 +272,9 @@ pub fn oha_args(
         args.push("-q".to_owned());
         args.push(format!("{rate:.1}"));
         args.push("--latency-correction".to_owned());
+    }
+    if spec.new_connections {
+        args.push("--disable-keepalive".to_owned());
     }
     if let Some(db) = db {
         args.push("--db-url".to_owned());
@@ -704,6 +711,7 @@ mod tests {
         let limited = LoadSpec {
             rate: Some(500.0),
             per_request: true,
+            new_connections: true,
             ..spec
         };
         let args = oha_args(
@@ -718,6 +726,7 @@ mod tests {
             "--latency-correction",
             "--db-url",
             "/d.sqlite",
+            "--disable-keepalive",
         ] {
             assert!(args.iter().any(|a| a == flag), "{flag} missing: {args:?}");
         }

@@ -270,7 +270,17 @@ mod tests {
         );
 
         drop(worker);
-        assert!(read_acks(&master).hung_up);
+        // Another test of this binary may fork at any moment, and its child
+        // holds a copy of every descriptor until it exits: wait, within a
+        // generous bound, for the last copy of the worker's end to close.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !read_acks(&master).hung_up {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never saw the hang-up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(matches!(
             send_connection(&master, &accepted),
             Err(SendError::Closed(_))

@@ -80,6 +80,9 @@ pub struct StartRequest {
     pub worker_timeout_ms: Option<u64>,
     /// Environment on top of ours.
     pub env: Vec<(String, String)>,
+    /// The `--balance` for this server alone, instead of the run's
+    /// (`lab balance` compares the policies of one kind).
+    pub balance: Option<Balance>,
 }
 
 /// Where the servers come from, and how they are configured.
@@ -242,7 +245,11 @@ impl Servers {
                 {
                     args.extend(["--worker-timeout-ms".into(), ms.to_string()]);
                 }
-                args.extend(kind.flags(&self.options));
+                let options = ServerOptions {
+                    balance: request.balance.or(self.options.balance),
+                    ..self.options.clone()
+                };
+                args.extend(kind.flags(&options));
                 process::Spawn {
                     program: locate(&self.dir, binary).map_err(fail)?,
                     args,

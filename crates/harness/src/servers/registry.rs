@@ -185,7 +185,7 @@ impl Default for Registry {
                 },
                 ServerKind {
                     worker_processes: true,
-                    balances: &[Balance::Reuseport, Balance::Shared],
+                    balances: &[Balance::Reuseport, Balance::Shared, Balance::Rr],
                     flags: prefork_flags,
                     ..builtin("prefork")
                 },

@@ -2,5 +2,6 @@
 //! the command line with one line of the `lab` command's subcommand list
 //! (`cli`, which depends on the experiments, never the other way).
 
+pub mod balance;
 pub mod crash;
 pub mod run;

@@ -129,6 +129,7 @@ fn measure(
         allow_crash: true,
         worker_timeout_ms: Some(settings.worker_timeout_ms),
         env: vec![(SERVER_ENV.0.into(), SERVER_ENV.1.into())],
+        balance: None,
     };
     let mut server = match setup.servers.start(kind, &request) {
         Ok(server) => server,

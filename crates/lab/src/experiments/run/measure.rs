@@ -151,6 +151,7 @@ fn measure(
         allow_crash: false,
         worker_timeout_ms: None,
         env: Vec::new(),
+        balance: None,
     };
     let mut server = match setup.servers.start(&cell.kind, &request) {
         Ok(server) => server,

@@ -318,6 +318,7 @@ pub fn charts(run: &RunRecord) -> Vec<(String, Chart)> {
         caption,
         y_desc: y_desc.into(),
         log_y: false,
+        bars: false,
         series,
     };
     let mut charts = Vec::new();

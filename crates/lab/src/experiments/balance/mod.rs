@@ -1,0 +1,302 @@
+//! `lab balance`: how each way of spreading connections over a server's
+//! workers spreads the work.
+//!
+//! A policy is a server kind and one of its `--balance` values: prefork's
+//! `shared` (one socket, every worker accepts on it), `reuseport` (one
+//! socket per worker, the kernel hashes connections over them) and `rr`
+//! (the master accepts every connection and hands it to the next worker
+//! with room), and Node cluster's `rr` (its default, `SCHED_RR`) and
+//! `shared` (Node's `none`). For each (scenario, workers, policy) cell:
+//! start the server with that `--balance` and more workers than cores, read
+//! `/stats`, apply the scenario's load, read `/stats` again, and record per
+//! worker the connections and requests it took (the difference of the two
+//! reads, less the second read's own connection and request), the latency,
+//! and the primary's CPU time: the price of a policy whose primary accepts
+//! every connection.
+//!
+//! - [`args`]: the command line, converted into [`Settings`].
+//! - [`measure`]: one cell, into working data ([`measure::Observed`]).
+//! - [`figures`]: working data into the record, fairness included (pure).
+//! - [`report`]: `balance.json`, `balance.md`, an SVG per scenario.
+
+pub mod args;
+pub mod figures;
+pub mod measure;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use harness::kernel::{self, Runtime};
+use harness::record::{CellStatus, chain};
+use harness::servers::ServerKind;
+use harness::session::{self, Session};
+use serde::{Deserialize, Serialize};
+use service::contract::Balance;
+
+pub use args::BalanceArgs;
+
+use crate::Error;
+use crate::args::ServerSettings;
+use report::{BalanceParams, BalanceRun};
+
+/// A load shape that lets one policy or another show its imbalance.
+#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Many short connections: each request on a new connection, so every
+    /// request is a fresh choice of worker.
+    Short,
+    /// Few long connections: one keep-alive connection per worker, so the
+    /// worker each connection landed on decides its share of the requests.
+    Long,
+    /// Uneven work: one request in ten costs 40 times the others, at a
+    /// fixed open-loop rate, over two keep-alive connections per worker;
+    /// a worker busy with an expensive request holds its connections.
+    Uneven,
+    /// A burst after idle: eight connections per worker opened at once
+    /// against workers that were idle, for one short second.
+    Burst,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Short,
+        Scenario::Long,
+        Scenario::Uneven,
+        Scenario::Burst,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Short => "short",
+            Scenario::Long => "long",
+            Scenario::Uneven => "uneven",
+            Scenario::Burst => "burst",
+        }
+    }
+
+    /// Connections the load generator keeps open with `workers` workers.
+    pub fn concurrency(self, workers: u16) -> u32 {
+        let workers = u32::from(workers);
+        match self {
+            Scenario::Short => 2 * workers,
+            Scenario::Long => workers,
+            Scenario::Uneven => 2 * workers,
+            Scenario::Burst => 8 * workers,
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The uneven scenario's requests: in ten, nine cost a tenth of the cpu
+/// workload's request and one four times it.
+pub const LIGHT_DIVISOR: u32 = 10;
+pub const HEAVY_FACTOR: u32 = 4;
+pub const HEAVY_IN_TEN: u32 = 1;
+
+/// A server kind with one of its `--balance` policies.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub kind: ServerKind,
+    pub balance: Balance,
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.name, self.balance)
+    }
+}
+
+/// One measurement.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub scenario: Scenario,
+    pub workers: u16,
+    pub policy: Policy,
+}
+
+impl fmt::Display for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} w={} {}", self.scenario, self.workers, self.policy)
+    }
+}
+
+/// `lab balance`'s plain settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub quick: bool,
+    pub kinds: Vec<ServerKind>,
+    pub scenarios: Vec<Scenario>,
+    pub workers: Vec<u16>,
+    /// Load per cell, and the burst's, shorter.
+    pub duration: Duration,
+    pub burst: Duration,
+    /// The uneven scenario's rate, as a share of what the cores can do.
+    pub uneven_share: f64,
+    pub cpu_iters: Option<u32>,
+    pub servers: ServerSettings,
+}
+
+impl Settings {
+    /// Every (scenario, workers, policy), in that order, so that the
+    /// policies of one scenario and size run side by side. Policies are
+    /// each kind's balances, filtered by `--balance` when given.
+    pub fn cells(&self, kinds: &[ServerKind]) -> Vec<Cell> {
+        let policies: Vec<Policy> = kinds
+            .iter()
+            .flat_map(|kind| {
+                kind.balances
+                    .iter()
+                    .filter(|&&b| self.servers.options.balance.is_none_or(|only| only == b))
+                    .map(|&balance| Policy {
+                        kind: kind.clone(),
+                        balance,
+                    })
+            })
+            .collect();
+        let mut cells = Vec::new();
+        for &scenario in &self.scenarios {
+            for &workers in &self.workers {
+                for policy in &policies {
+                    cells.push(Cell {
+                        scenario,
+                        workers,
+                        policy: policy.clone(),
+                    });
+                }
+            }
+        }
+        cells
+    }
+}
+
+/// Runs every cell, rewriting the files after each; prints the tables at
+/// the end.
+pub fn main(args: &BalanceArgs, lab_exe: PathBuf) -> Result<BalanceRun, Error> {
+    let settings = args.settings().map_err(Error::BadInput)?;
+    let name = args.output.name.clone().unwrap_or_else(|| {
+        session::default_name(if settings.quick {
+            "balance-quick"
+        } else {
+            "balance"
+        })
+    });
+    let session = Session::open(
+        &args.output.out,
+        &name,
+        lab_exe,
+        settings.servers.pinning.clone(),
+    )?;
+    let (servers, kinds) = settings.servers.prepare(&settings.kinds)?;
+    let cells = settings.cells(&kinds);
+    if cells.is_empty() {
+        return Err(Error::BadInput(
+            "no kind asked for has the --balance asked for".into(),
+        ));
+    }
+    let cpu_iters = settings
+        .cpu_iters
+        .unwrap_or_else(|| kernel::calibrate_iters(kernel::REQUEST_COST_S));
+    // The uneven rate rests on what a request costs in each runtime, timed
+    // in that runtime.
+    let mut cost_ms: BTreeMap<Runtime, f64> = BTreeMap::new();
+    if settings.scenarios.contains(&Scenario::Uneven) {
+        for runtime in kinds.iter().filter_map(|k| k.runtime) {
+            if cost_ms.contains_key(&runtime) {
+                continue;
+            }
+            match kernel::time_kernel_in(runtime, cpu_iters, 9) {
+                Ok(runs) => {
+                    let ms: Vec<f64> = runs.iter().map(|s| s * 1000.0).collect();
+                    cost_ms.insert(runtime, kernel::median(&ms).unwrap_or(f64::NAN));
+                }
+                Err(e) => tracing::warn!(
+                    "cannot time the cpu kernel in {runtime:?}: {}; its uneven cells fail",
+                    chain(&e)
+                ),
+            }
+        }
+    }
+    let mut run = BalanceRun {
+        schema_version: report::SCHEMA_VERSION,
+        meta: session.meta.clone(),
+        params: BalanceParams {
+            quick: settings.quick,
+            scenarios: settings.scenarios.clone(),
+            workers: settings.workers.clone(),
+            policies: dedup_policies(&cells),
+            duration_s: settings.duration.as_secs_f64(),
+            burst_s: settings.burst.as_secs_f64(),
+            cpu_iters,
+            kernel_ms: cost_ms.clone(),
+            uneven_share: settings.uneven_share,
+            servers: servers.params(&kinds),
+            pinning: settings.servers.pinning.clone(),
+        },
+        cells: Vec::new(),
+    };
+    let setup = measure::Setup {
+        session: &session,
+        servers: &servers,
+        settings: &settings,
+        cpu_iters,
+        cores: settings
+            .servers
+            .pinning
+            .as_ref()
+            .map_or(session.meta.machine.logical_cores, |p| p.server.len()),
+        cost_ms: &cost_ms,
+    };
+    let write = |run: &BalanceRun| {
+        report::write_all(&session.dir, run).map_err(|source| Error::Output {
+            path: session.dir.clone(),
+            source,
+        })
+    };
+    write(&run)?;
+    session.each(
+        &cells,
+        ToString::to_string,
+        |cell, progress| -> Result<bool, Error> {
+            let Some(observed) = measure::cell(&setup, cell) else {
+                return Ok(false);
+            };
+            let record = figures::cell_record(cell, observed);
+            progress.suspend(|| match record.status {
+                CellStatus::Ok => tracing::info!("{cell}: {}", report::summary_line(&record)),
+                CellStatus::Failed => {
+                    tracing::warn!("{cell} failed: {}", record.error.as_deref().unwrap_or("?"))
+                }
+            });
+            run.cells.push(record);
+            write(&run)?;
+            Ok(true)
+        },
+    )?;
+    session.finish(&mut run.meta);
+    write(&run)?;
+    println!("{}", report::tables(&run));
+    println!("results in {}", session.dir.display());
+    Ok(run)
+}
+
+/// Each policy's label, once, in run order.
+fn dedup_policies(cells: &[Cell]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for cell in cells {
+        let name = cell.policy.to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}

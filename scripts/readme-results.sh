@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-runs every experiment the README quotes, from a clean tree, one after
 # the other (never two loads at once on a small machine), into results/.
-# About 25 minutes on 2 cores. The runs refuse nothing on a dirty tree, but
+# About an hour on 2 cores. The runs refuse nothing on a dirty tree, but
 # mark it; this script refuses to start on one.
 #
 # usage: scripts/readme-results.sh
@@ -16,14 +16,15 @@ stamp=$(date -u +%Y%m%dT%H%M%S)
 lab() { cargo run --quiet --release -p lab -- "$@"; }
 
 cargo build --quiet --release -p lab
-# The default matrix, every kind.
-lab run --name "$stamp-default"
+# The default matrix, every kind, closed and open loop, three times over.
+lab run --repeat 3 --name "$stamp-default"
+# What each piece of prefork's per-request machinery costs, against bare.
+scripts/machinery-cost.sh 5 3s
+# How each --balance policy spreads the work over the workers.
+lab balance --name "$stamp-balance"
 # What pinning the server and the load generator to disjoint CPUs changes.
 lab run --pin on --models bare,prefork,threadpool,node-cluster,node-threads \
   --workloads noop,cpu --workers 1,2 --duration 3s --name "$stamp-pinned"
-# Latency at the same share of each kind's capacity (open loop).
-lab run --models prefork,threadpool,node-cluster,node-threads --workloads cpu,io \
-  --workers 2 --load 0.5,0.8 --duration 3s --name "$stamp-open-loop"
 # Crash isolation, every kind and fault; then prefork with a shared socket.
 lab crash --name "$stamp-crash"
 lab crash --models prefork --balance shared --name "$stamp-crash-prefork-shared"

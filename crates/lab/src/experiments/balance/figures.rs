@@ -52,10 +52,7 @@ pub fn cell_record(cell: &Cell, observed: Observed) -> CellRecord {
         requests,
         load: observed.load.map(|l| l.summary),
         primary_cpu_s: observed.primary_cpu_s,
-        primary_cpu_us_per_connection: observed
-            .primary_cpu_s
-            .filter(|_| total_connections > 0)
-            .map(|s| s * 1e6 / total_connections as f64),
+        primary_cpu_us_per_connection: per_connection_us(observed.primary_cpu_s, total_connections),
         exit_code: observed.exit_code,
         left_running: observed.left_running,
     }
@@ -82,6 +79,19 @@ pub fn per_worker(before: &StatsRead, after: &StatsRead) -> (Vec<u64>, Vec<u64>)
             )
         })
         .unzip()
+}
+
+/// The fewest connections a per-connection CPU figure is given for: the
+/// kernel counts CPU time in ticks (10 ms here), so a few connections would
+/// get a figure that is mostly the rounding of one tick.
+pub const MIN_CONNECTIONS_FOR_COST: u64 = 1000;
+
+/// The primary's CPU microseconds per connection, over enough connections
+/// for the figure to mean something.
+pub fn per_connection_us(cpu_s: Option<f64>, connections: u64) -> Option<f64> {
+    cpu_s
+        .filter(|_| connections >= MIN_CONNECTIONS_FOR_COST)
+        .map(|s| s * 1e6 / connections as f64)
 }
 
 /// Jain's index of `shares`: 1 when equal, 1/n when one has everything.
@@ -138,6 +148,13 @@ mod tests {
         let (connections, requests) = per_worker(&before, &after);
         assert_eq!(connections, [3, 2, 0]);
         assert_eq!(requests, [20, 29, 0]);
+    }
+
+    #[test]
+    fn the_primary_cost_per_connection_needs_many_connections() {
+        assert_eq!(per_connection_us(Some(0.01), 4), None);
+        assert_eq!(per_connection_us(Some(0.05), 5000), Some(10.0));
+        assert_eq!(per_connection_us(None, 5000), None);
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub struct CellRecord {
     pub fairness: Option<Fairness>,
     pub load: Option<LoadSummary>,
     /// CPU seconds of the server's first process (prefork's master, Node's
-    /// primary) during the load, and per connection it took, in µs.
+    /// primary) during the load, and per connection it took, in µs (only
+    /// over 1000 connections or more: CPU time comes in 10 ms ticks).
     pub primary_cpu_s: Option<f64>,
     pub primary_cpu_us_per_connection: Option<f64>,
     pub exit_code: Option<i32>,
@@ -129,7 +130,7 @@ pub fn summary_line(cell: &CellRecord) -> String {
     )
 }
 
-const HEADER: [&str; 13] = [
+const HEADER: [&str; 14] = [
     "policy",
     "workers",
     "conns",
@@ -142,6 +143,7 @@ const HEADER: [&str; 13] = [
     "p50 ms",
     "p99 ms",
     "max ms",
+    "primary CPU ms",
     "primary µs/conn",
 ];
 
@@ -196,6 +198,7 @@ fn row(cell: &CellRecord) -> Vec<String> {
         latency(|l| l.latency_ms.p50),
         latency(|l| l.latency_ms.p99),
         latency(|l| l.latency_ms.max),
+        opt(cell.primary_cpu_s.map(|s| s * 1000.0), 0),
         opt(cell.primary_cpu_us_per_connection, 1),
     ]);
     row
@@ -230,9 +233,10 @@ fn markdown(run: &BalanceRun) -> String {
          less the second read's own connection and request. jain: Jain's fairness index of \
          requests per worker (1: even; 1/n: one worker took all). max/min: the busiest \
          worker's requests over the idlest's (∞: a worker served none). top-2 conns: the share \
-         of the connections the two busiest workers took. primary µs/conn: the CPU time of the \
-         server's first process (prefork's master, Node's primary) during the load, per \
-         connection.\n",
+         of the connections the two busiest workers took. primary CPU ms: the CPU time of the \
+         server's first process (prefork's master, Node's primary) during the load, counted in \
+         10 ms ticks; primary µs/conn: the same per connection, where there were 1000 or \
+         more.\n",
     );
     let failed: Vec<&CellRecord> = run
         .cells

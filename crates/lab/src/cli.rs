@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::Error;
-use crate::experiments::{balance, crash, run};
+use crate::experiments::{balance, block, crash, run};
 
 /// The harness for the lab's server models.
 #[derive(Parser, Debug)]
@@ -33,6 +33,10 @@ pub enum Command {
     /// requests over the workers, in four scenarios, and write
     /// results/<run name>/balance.{json,md} and an SVG per scenario.
     Balance(balance::BalanceArgs),
+    /// Event-loop blocking: `/io` latency and each loop's lag while `/cpu`
+    /// work arrives alongside at rising shares of the cores, and write
+    /// results/<run name>/block.{json,md,svg}.
+    Block(block::BlockArgs),
     /// Internal: run the load generator (oha) in this process. The harness
     /// starts it as a child so the load generator is its own process.
     #[command(hide = true)]
@@ -76,6 +80,17 @@ pub fn run(cli: Cli) -> ExitCode {
                 0 => ExitCode::SUCCESS,
                 failed => {
                     eprintln!("{failed} cell(s) failed; see balance.md");
+                    ExitCode::FAILURE
+                }
+            },
+        },
+        Command::Block(args) => match block::main(&args, lab_exe) {
+            Err(e) => report(e),
+            Ok(run) if run.meta.interrupted => ExitCode::from(130),
+            Ok(run) => match run.failed() {
+                0 => ExitCode::SUCCESS,
+                failed => {
+                    eprintln!("{failed} cell(s) failed; see block.md");
                     ExitCode::FAILURE
                 }
             },

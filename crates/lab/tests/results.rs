@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use lab::experiments::balance::report::{self as balance, BalanceRun};
+use lab::experiments::block::report::{self as block, BlockRun};
 use lab::experiments::crash::report::{self as crash, CrashRun};
 use lab::experiments::run::report::{self as run, RunRecord};
 
@@ -31,21 +33,19 @@ fn every_committed_result_file_is_of_the_current_schema() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&path).unwrap();
         let shown = path.strip_prefix(&results).unwrap().display().to_string();
-        match name.as_str() {
-            "run.json" => {
-                let record: RunRecord = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{shown}: not the current run.json: {e}"));
-                assert_eq!(record.schema_version, run::SCHEMA_VERSION, "{shown}");
-                assert!(record.meta.complete, "{shown}: an unfinished run");
-                runs += 1;
-            }
-            "crash.json" => {
-                let record: CrashRun = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{shown}: not the current crash.json: {e}"));
-                assert_eq!(record.schema_version, crash::SCHEMA_VERSION, "{shown}");
-                assert!(record.meta.complete, "{shown}: an unfinished run");
-                runs += 1;
-            }
+        runs += match name.as_str() {
+            "run.json" => check::<RunRecord>(&text, &shown, run::SCHEMA_VERSION, |r| {
+                (r.schema_version, r.meta.complete)
+            }),
+            "crash.json" => check::<CrashRun>(&text, &shown, crash::SCHEMA_VERSION, |r| {
+                (r.schema_version, r.meta.complete)
+            }),
+            "balance.json" => check::<BalanceRun>(&text, &shown, balance::SCHEMA_VERSION, |r| {
+                (r.schema_version, r.meta.complete)
+            }),
+            "block.json" => check::<BlockRun>(&text, &shown, block::SCHEMA_VERSION, |r| {
+                (r.schema_version, r.meta.complete)
+            }),
             // Within a schema version the columns only grow at the end.
             "cells.csv" => {
                 let header = text.lines().next().unwrap_or("");
@@ -54,10 +54,27 @@ fn every_committed_result_file_is_of_the_current_schema() {
                     current == header || current.starts_with(&format!("{header},")),
                     "{shown}: columns {header} are not the current ones, nor their start"
                 );
+                0
             }
-            _ if name.ends_with(".md") || name.ends_with(".svg") => {}
+            _ if name.ends_with(".md") || name.ends_with(".svg") => 0,
             _ => panic!("{shown}: not a file any experiment writes"),
-        }
+        };
     }
     assert!(runs > 0, "no results found under {}", results.display());
+}
+
+/// Parses a run's record file as `T`, the current schema of the experiment
+/// that wrote it, which must be `version` and finished. Counts one run.
+fn check<T: serde::de::DeserializeOwned>(
+    text: &str,
+    shown: &str,
+    version: u32,
+    of: fn(&T) -> (u32, bool),
+) -> usize {
+    let record: T = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("{shown}: not the current schema: {e}"));
+    let (found, complete) = of(&record);
+    assert_eq!(found, version, "{shown}");
+    assert!(complete, "{shown}: an unfinished run");
+    1
 }

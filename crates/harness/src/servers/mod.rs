@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use service::contract::{Balance, DatasetLoad};
+use service::contract::{Balance, DatasetLoad, Offload};
 
 pub use process::{Group, Server, ServerError, StartFailure, StderrTail};
 pub use registry::{Launch, Registry, ServerKind, ServerOptions, Template, TemplateError};
@@ -83,6 +83,8 @@ pub struct StartRequest {
     /// The `--balance` for this server alone, instead of the run's
     /// (`lab balance` compares the policies of one kind).
     pub balance: Option<Balance>,
+    /// `--offload`, for a kind that takes it (`lab block`).
+    pub offload: Option<Offload>,
 }
 
 /// Where the servers come from, and how they are configured.
@@ -250,6 +252,9 @@ impl Servers {
                     ..self.options.clone()
                 };
                 args.extend(kind.flags(&options));
+                if let Some(offload) = request.offload.filter(|_| kind.offloads) {
+                    args.extend(["--offload".into(), offload.name().into()]);
+                }
                 process::Spawn {
                     program: locate(&self.dir, binary).map_err(fail)?,
                     args,

@@ -61,6 +61,8 @@ pub struct ServerKind {
     /// The `--balance` policies it has, its default first; empty for a
     /// kind without the flag.
     pub balances: &'static [Balance],
+    /// It takes `--offload` (threadpool): where its CPU work runs.
+    pub offloads: bool,
     /// The model flags it takes, from the experiment's options.
     flags: fn(&ServerKind, &ServerOptions) -> Vec<String>,
 }
@@ -80,6 +82,7 @@ impl ServerKind {
             runtime: None,
             needs: None,
             balances: &[],
+            offloads: false,
             flags: no_flags,
         }
     }
@@ -162,6 +165,7 @@ impl Default for Registry {
             runtime: Some(Runtime::Rust),
             needs: None,
             balances: &[],
+            offloads: false,
             flags: dataset_flags,
         };
         // A Node peer: a binary of `crates/node` that execs `node`.
@@ -189,7 +193,10 @@ impl Default for Registry {
                     flags: prefork_flags,
                     ..builtin("prefork")
                 },
-                builtin("threadpool"),
+                ServerKind {
+                    offloads: true,
+                    ..builtin("threadpool")
+                },
                 ServerKind {
                     single: true,
                     ..node("node-single")
@@ -225,6 +232,7 @@ impl Registry {
                 runtime: None,
                 needs: None,
                 balances: &[],
+                offloads: false,
                 flags: no_flags,
             });
         }

@@ -3,5 +3,6 @@
 //! (`cli`, which depends on the experiments, never the other way).
 
 pub mod balance;
+pub mod block;
 pub mod crash;
 pub mod run;

@@ -120,6 +120,7 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
         worker_timeout_ms: None,
         env: Vec::new(),
         balance: Some(cell.policy.balance),
+        offload: None,
     };
     let mut server = match setup.servers.start(&cell.policy.kind, &request) {
         Ok(server) => server,

@@ -40,7 +40,7 @@ use service::contract::Balance;
 pub use args::BalanceArgs;
 
 use crate::Error;
-use crate::args::ServerSettings;
+use crate::args::{ServerSettings, dedup};
 use report::{BalanceParams, BalanceRun};
 
 /// A load shape that lets one policy or another show its imbalance.
@@ -233,7 +233,12 @@ pub fn main(args: &BalanceArgs, lab_exe: PathBuf) -> Result<BalanceRun, Error> {
             quick: settings.quick,
             scenarios: settings.scenarios.clone(),
             workers: settings.workers.clone(),
-            policies: dedup_policies(&cells),
+            policies: dedup(
+                &cells
+                    .iter()
+                    .map(|c| c.policy.to_string())
+                    .collect::<Vec<_>>(),
+            ),
             duration_s: settings.duration.as_secs_f64(),
             burst_s: settings.burst.as_secs_f64(),
             cpu_iters,
@@ -287,16 +292,4 @@ pub fn main(args: &BalanceArgs, lab_exe: PathBuf) -> Result<BalanceRun, Error> {
     println!("{}", report::tables(&run));
     println!("results in {}", session.dir.display());
     Ok(run)
-}
-
-/// Each policy's label, once, in run order.
-fn dedup_policies(cells: &[Cell]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for cell in cells {
-        let name = cell.policy.to_string();
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    names
 }

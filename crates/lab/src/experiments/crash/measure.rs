@@ -130,6 +130,7 @@ fn measure(
         worker_timeout_ms: Some(settings.worker_timeout_ms),
         env: vec![(SERVER_ENV.0.into(), SERVER_ENV.1.into())],
         balance: None,
+        offload: None,
     };
     let mut server = match setup.servers.start(kind, &request) {
         Ok(server) => server,

@@ -152,6 +152,7 @@ fn measure(
         worker_timeout_ms: None,
         env: Vec::new(),
         balance: None,
+        offload: None,
     };
     let mut server = match setup.servers.start(&cell.kind, &request) {
         Ok(server) => server,

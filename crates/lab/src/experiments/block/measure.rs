@@ -1,0 +1,158 @@
+//! One cell, measured: start the server, run the `/io` load and the `/cpu`
+//! load side by side, read `/stats` for the loops' lag, stop it. The result
+//! is working data ([`Observed`]); [`super::figures`] makes the record.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use harness::TrialError;
+use harness::kernel::Runtime;
+use harness::loadgen::{LoadOutcome, LoadSpec};
+use harness::probe::{self, StatsRead};
+use harness::record::chain;
+use harness::servers::{Server, Servers, StartRequest};
+use harness::session::Session;
+
+use super::{Cell, Settings};
+
+const GRACE_MS: u64 = 2_000;
+/// Idle time between the ready line and the load.
+const IDLE: Duration = Duration::from_millis(300);
+const STATS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections of each load: enough that an open loop is never short of
+/// one, even when requests queue for a second.
+const CONNECTIONS: u32 = 256;
+
+/// What a cell needs besides itself.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    pub session: &'a Session,
+    pub servers: &'a Servers,
+    pub settings: &'a Settings,
+    pub cpu_iters: u32,
+    /// The cores the server may use.
+    pub cores: usize,
+    /// One `/cpu` request's cost, ms, per runtime.
+    pub cost_ms: &'a BTreeMap<Runtime, f64>,
+}
+
+/// What one cell measured, as far as it got.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub cpu_rate: Option<f64>,
+    pub io: Option<LoadOutcome>,
+    pub cpu: Option<LoadOutcome>,
+    /// `/stats` right after the loads: the loops' lag since they started.
+    pub stats: Option<StatsRead>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub stderr_tail: Vec<String>,
+}
+
+/// Measures `cell`; `None` only when interrupted.
+pub fn cell(setup: &Setup, cell: &Cell) -> Option<Observed> {
+    let mut observed = Observed::default();
+    let result = measure(setup, cell, &mut observed);
+    if setup.session.is_interrupted() {
+        return None;
+    }
+    if let Err(error) = result {
+        observed.error = Some(chain(&error));
+    }
+    Some(observed)
+}
+
+/// The `/cpu` rate that offers `cell.share` of the server's usable cores:
+/// share × cores ÷ one request's cost in the kind's runtime. The same
+/// offered work for every kind of one runtime, whatever it can absorb.
+pub fn cpu_rate(share: f64, cores: usize, cost_ms: f64) -> f64 {
+    share * cores as f64 * 1000.0 / cost_ms
+}
+
+fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialError> {
+    let request = StartRequest {
+        workers: setup.settings.workers,
+        grace_ms: GRACE_MS,
+        allow_crash: false,
+        worker_timeout_ms: None,
+        env: Vec::new(),
+        balance: None,
+        offload: cell.variant.offload,
+    };
+    let mut server = match setup.servers.start(&cell.variant.kind, &request) {
+        Ok(server) => server,
+        Err(failure) => {
+            out.stderr_tail = failure.stderr;
+            return Err(failure.error.into());
+        }
+    };
+    let result = load(setup, cell, &mut server, out);
+    if result.is_err() {
+        out.stderr_tail = server.stderr.lines();
+        return result;
+    }
+    // A loop that fell behind may still be working through queued CPU
+    // jobs: give it its grace period and the slack, as `lab run` does.
+    let stderr = server.stderr.clone();
+    let (code, _left) = server.stop(Duration::from_millis(GRACE_MS + 3_000))?;
+    out.exit_code = code;
+    if code != Some(0) {
+        out.stderr_tail = stderr.lines();
+    }
+    Ok(())
+}
+
+fn load(
+    setup: &Setup,
+    cell: &Cell,
+    server: &mut Server,
+    out: &mut Observed,
+) -> Result<(), TrialError> {
+    let settings = setup.settings;
+    let addr = server.addr;
+    let io = LoadSpec {
+        rate: Some(settings.io_rate),
+        ..LoadSpec::new(
+            vec![format!("http://{addr}/io?ms={}", settings.io_ms)],
+            CONNECTIONS,
+            settings.duration,
+        )
+    };
+    let cpu = if cell.share > 0.0 {
+        let cost_ms = cell
+            .variant
+            .kind
+            .runtime
+            .and_then(|runtime| setup.cost_ms.get(&runtime))
+            .ok_or_else(|| {
+                TrialError::Message("the kind's request cost is not known here".into())
+            })?;
+        let rate = cpu_rate(cell.share, setup.cores, *cost_ms);
+        out.cpu_rate = Some(rate);
+        Some(LoadSpec {
+            rate: Some(rate),
+            ..LoadSpec::new(
+                vec![format!("http://{addr}/cpu?iters={}", setup.cpu_iters)],
+                CONNECTIONS,
+                settings.duration,
+            )
+        })
+    } else {
+        None
+    };
+    std::thread::sleep(IDLE);
+    let interrupted = &setup.session.interrupted;
+    // Both loads at once, each in its own load generator.
+    let cpu = cpu
+        .map(|spec| setup.session.load(&spec, "cpu"))
+        .transpose()?;
+    let io = setup.session.load(&io, "io")?;
+    out.io = Some(io.wait(interrupted)?);
+    out.cpu = cpu.map(|cpu| cpu.wait(interrupted)).transpose()?;
+    out.stats = Some(
+        probe::stats(addr, STATS_TIMEOUT)
+            .map_err(|e| TrialError::Message(format!("reading /stats: {}", chain(&e))))?,
+    );
+    server.check_alive()?;
+    Ok(())
+}

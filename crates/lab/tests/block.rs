@@ -1,0 +1,58 @@
+//! `lab block` end to end, tiny: threadpool with its CPU work on the pool
+//! and on the loop, with and without CPU load beside the `/io` traffic.
+
+use harness::record::CellStatus;
+use lab::experiments::block::report::BlockRun;
+use service::contract::Offload;
+
+mod common;
+use common::{lab_ok, scratch};
+
+#[test]
+fn threadpool_runs_both_offloads_with_and_without_cpu_load_and_reports_loop_lag() {
+    let out = scratch("block");
+    let args = [
+        "block",
+        "--models",
+        "threadpool",
+        "--workers",
+        "1",
+        "--shares",
+        "0,0.5",
+        "--duration",
+        "1s",
+        "--io-rate",
+        "50",
+        "--cpu-iters",
+        "2000",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "k",
+    ];
+    let run: BlockRun = lab_ok(&args, &out, "k", "block.json");
+    assert_eq!(
+        run.params.variants,
+        ["threadpool --offload cpu", "threadpool --offload none"]
+    );
+    assert_eq!(run.cells.len(), 2 * 2);
+    for cell in &run.cells {
+        assert_eq!(cell.status, CellStatus::Ok, "{:?}", cell.error);
+        assert!(matches!(cell.offload, Some(Offload::Cpu | Offload::None)));
+        // The watched traffic ran at its rate, and answered.
+        let io = cell.io.as_ref().unwrap();
+        assert!(io.ok > 0 && io.non_2xx == 0, "{io:?}");
+        // The CPU load ran only where a share was offered.
+        match cell.share {
+            0.0 => assert!(cell.cpu.is_none() && cell.cpu_offered_rps.is_none()),
+            _ => assert!(cell.cpu.as_ref().unwrap().ok > 0, "{cell:?}"),
+        }
+        assert!(
+            cell.loop_lag_ms.is_some(),
+            "threadpool's loop reports its lag"
+        );
+    }
+    for file in ["block.md", "block.svg"] {
+        assert!(out.join("k").join(file).exists(), "{file}");
+    }
+}

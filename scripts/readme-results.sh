@@ -22,6 +22,8 @@ lab run --repeat 3 --name "$stamp-default"
 scripts/machinery-cost.sh 5 3s
 # How each --balance policy spreads the work over the workers.
 lab balance --name "$stamp-balance"
+# What CPU work on an event loop does to the latency of everything else.
+lab block --name "$stamp-block"
 # What pinning the server and the load generator to disjoint CPUs changes.
 lab run --pin on --models bare,prefork,threadpool,node-cluster,node-threads \
   --workloads noop,cpu --workers 1,2 --duration 3s --name "$stamp-pinned"

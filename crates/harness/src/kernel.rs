@@ -9,6 +9,7 @@
 
 use nix::time::{ClockId, clock_gettime};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The ceiling for a CPU-bound workload, in requests per second.
 pub fn cpu_ceiling_rps(workers: u16, cores: usize, cost_seconds: f64) -> f64 {
@@ -113,6 +114,40 @@ pub enum KernelError {
     Spawn(#[source] std::io::Error),
     #[error("node's kernel timing failed: {0}")]
     Node(String),
+}
+
+/// [`time_kernel_in`] once for each runtime of `runtimes` (repeats
+/// ignored), in milliseconds. A runtime that cannot be timed is left out,
+/// with a warning naming `consequence`: what its cells lose.
+pub fn time_in_each(
+    runtimes: impl IntoIterator<Item = Runtime>,
+    iters: u32,
+    runs: usize,
+    consequence: &str,
+) -> BTreeMap<Runtime, Vec<f64>> {
+    let mut timed = BTreeMap::new();
+    for runtime in runtimes {
+        if timed.contains_key(&runtime) {
+            continue;
+        }
+        match time_kernel_in(runtime, iters, runs) {
+            Ok(runs) => {
+                let ms: Vec<f64> = runs.into_iter().map(|s| s * 1000.0).collect();
+                tracing::info!(
+                    ?runtime,
+                    iters,
+                    median_ms = format!("{:.3}", median(&ms).unwrap_or(f64::NAN)),
+                    "cpu kernel timed"
+                );
+                timed.insert(runtime, ms);
+            }
+            Err(e) => tracing::warn!(
+                "cannot time the cpu kernel in {runtime:?}: {}; {consequence}",
+                crate::record::chain(&e)
+            ),
+        }
+    }
+    timed
 }
 
 /// Times `runs` requests' worth of `/cpu` work in `runtime`, each in CPU

@@ -57,16 +57,12 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Run(args) => match run::main(&args, lab_exe) {
             Err(e) => report(e),
-            Ok(outcome) if outcome.record.meta.interrupted => ExitCode::from(130),
-            Ok(outcome) if outcome.failed_cells() > 0 => {
-                eprintln!(
-                    "{} cell(s) failed; see {}",
-                    outcome.failed_cells(),
-                    outcome.dir.display()
-                );
-                ExitCode::FAILURE
-            }
-            Ok(_) => ExitCode::SUCCESS,
+            Ok(outcome) => ended(
+                outcome.record.meta.interrupted,
+                outcome.failed_cells(),
+                "cell(s)",
+                &outcome.dir.join("summary.md").display().to_string(),
+            ),
         },
         Command::Compare(args) => match run::compare::main(&args) {
             Err(e) => report(e),
@@ -75,38 +71,36 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Balance(args) => match balance::main(&args, lab_exe) {
             Err(e) => report(e),
-            Ok(run) if run.meta.interrupted => ExitCode::from(130),
-            Ok(run) => match run.failed() {
-                0 => ExitCode::SUCCESS,
-                failed => {
-                    eprintln!("{failed} cell(s) failed; see balance.md");
-                    ExitCode::FAILURE
-                }
-            },
+            Ok(run) => ended(run.meta.interrupted, run.failed(), "cell(s)", "balance.md"),
         },
         Command::Block(args) => match block::main(&args, lab_exe) {
             Err(e) => report(e),
-            Ok(run) if run.meta.interrupted => ExitCode::from(130),
-            Ok(run) => match run.failed() {
-                0 => ExitCode::SUCCESS,
-                failed => {
-                    eprintln!("{failed} cell(s) failed; see block.md");
-                    ExitCode::FAILURE
-                }
-            },
+            Ok(run) => ended(run.meta.interrupted, run.failed(), "cell(s)", "block.md"),
         },
         Command::Crash(args) => match crash::main(&args, lab_exe) {
             Err(e) => report(e),
-            Ok(run) if run.meta.interrupted => ExitCode::from(130),
-            Ok(run) => match run.failed() {
-                0 => ExitCode::SUCCESS,
-                failed => {
-                    eprintln!("{failed} fault run(s) failed; see crash.md");
-                    ExitCode::FAILURE
-                }
-            },
+            Ok(run) => ended(
+                run.meta.interrupted,
+                run.failed(),
+                "fault run(s)",
+                "crash.md",
+            ),
         },
     }
+}
+
+/// How a finished experiment exits: 130 when it was interrupted (its
+/// finished cells kept), 1 when any of its `what` failed (saying where to
+/// read why), else 0.
+fn ended(interrupted: bool, failed: usize, what: &str, file: &str) -> ExitCode {
+    if interrupted {
+        return ExitCode::from(130);
+    }
+    if failed > 0 {
+        eprintln!("{failed} {what} failed; see {file}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn report(error: Error) -> ExitCode {

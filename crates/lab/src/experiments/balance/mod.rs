@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use harness::kernel::{self, Runtime};
-use harness::record::{CellStatus, chain};
+use harness::record::CellStatus;
 use harness::servers::ServerKind;
 use harness::session::{self, Session};
 use serde::{Deserialize, Serialize};
@@ -208,24 +208,19 @@ pub fn main(args: &BalanceArgs, lab_exe: PathBuf) -> Result<BalanceRun, Error> {
         .unwrap_or_else(|| kernel::calibrate_iters(kernel::REQUEST_COST_S));
     // The uneven rate rests on what a request costs in each runtime, timed
     // in that runtime.
-    let mut cost_ms: BTreeMap<Runtime, f64> = BTreeMap::new();
-    if settings.scenarios.contains(&Scenario::Uneven) {
-        for runtime in kinds.iter().filter_map(|k| k.runtime) {
-            if cost_ms.contains_key(&runtime) {
-                continue;
-            }
-            match kernel::time_kernel_in(runtime, cpu_iters, 9) {
-                Ok(runs) => {
-                    let ms: Vec<f64> = runs.iter().map(|s| s * 1000.0).collect();
-                    cost_ms.insert(runtime, kernel::median(&ms).unwrap_or(f64::NAN));
-                }
-                Err(e) => tracing::warn!(
-                    "cannot time the cpu kernel in {runtime:?}: {}; its uneven cells fail",
-                    chain(&e)
-                ),
-            }
-        }
-    }
+    let cost_ms: BTreeMap<Runtime, f64> = if settings.scenarios.contains(&Scenario::Uneven) {
+        kernel::time_in_each(
+            kinds.iter().filter_map(|k| k.runtime),
+            cpu_iters,
+            9,
+            "its uneven cells fail",
+        )
+        .into_iter()
+        .map(|(runtime, ms)| (runtime, kernel::median(&ms).unwrap_or(f64::NAN)))
+        .collect()
+    } else {
+        BTreeMap::new()
+    };
     let mut run = BalanceRun {
         schema_version: report::SCHEMA_VERSION,
         meta: session.meta.clone(),

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use harness::kernel::{self, Runtime};
-use harness::record::{CellStatus, chain};
+use harness::record::CellStatus;
 use harness::servers::ServerKind;
 use harness::session::{self, Session};
 use service::contract::Offload;
@@ -147,22 +147,15 @@ pub fn main(args: &BlockArgs, lab_exe: PathBuf) -> Result<BlockRun, Error> {
         .unwrap_or_else(|| kernel::calibrate_iters(settings.cpu_ms / 1000.0));
     // The CPU rate rests on what a request costs in each runtime, timed in
     // that runtime.
-    let mut cost_ms: BTreeMap<Runtime, f64> = BTreeMap::new();
-    for runtime in kinds.iter().filter_map(|k| k.runtime) {
-        if cost_ms.contains_key(&runtime) {
-            continue;
-        }
-        match kernel::time_kernel_in(runtime, cpu_iters, 9) {
-            Ok(runs) => {
-                let ms: Vec<f64> = runs.iter().map(|s| s * 1000.0).collect();
-                cost_ms.insert(runtime, kernel::median(&ms).unwrap_or(f64::NAN));
-            }
-            Err(e) => tracing::warn!(
-                "cannot time the cpu kernel in {runtime:?}: {}; its cells with CPU load fail",
-                chain(&e)
-            ),
-        }
-    }
+    let cost_ms: BTreeMap<Runtime, f64> = kernel::time_in_each(
+        kinds.iter().filter_map(|k| k.runtime),
+        cpu_iters,
+        9,
+        "its cells with CPU load fail",
+    )
+    .into_iter()
+    .map(|(runtime, ms)| (runtime, kernel::median(&ms).unwrap_or(f64::NAN)))
+    .collect();
     let cores = settings
         .servers
         .pinning

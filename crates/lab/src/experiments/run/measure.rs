@@ -78,34 +78,18 @@ pub fn urls(workload: Workload, addr: SocketAddr, cpu_iters: u32, io_ms: u32) ->
 /// in that runtime. A runtime that cannot be timed is left out, with a
 /// warning: its cpu cells then get no efficiency.
 pub fn kernel_costs(kinds: &[ServerKind], iters: u32) -> BTreeMap<Runtime, KernelCost> {
-    let mut costs = BTreeMap::new();
-    for runtime in kinds.iter().filter_map(|k| k.runtime) {
-        if costs.contains_key(&runtime) {
-            continue;
-        }
-        match kernel::time_kernel_in(runtime, iters, 25) {
-            Ok(runs) => {
-                let runs_ms: Vec<f64> = runs.into_iter().map(|s| s * 1000.0).collect();
-                let cost = KernelCost {
-                    iters,
-                    median_ms: kernel::median(&runs_ms).unwrap_or(f64::NAN),
-                    runs_ms,
-                };
-                tracing::info!(
-                    ?runtime,
-                    iters,
-                    median_ms = format!("{:.3}", cost.median_ms),
-                    "cpu kernel timed"
-                );
-                costs.insert(runtime, cost);
-            }
-            Err(e) => tracing::warn!(
-                "cannot time the cpu kernel in {runtime:?}: {}; its cpu cells get no efficiency",
-                chain(&e)
-            ),
-        }
-    }
-    costs
+    let runtimes = kinds.iter().filter_map(|k| k.runtime);
+    kernel::time_in_each(runtimes, iters, 25, "its cpu cells get no efficiency")
+        .into_iter()
+        .map(|(runtime, runs_ms)| {
+            let cost = KernelCost {
+                iters,
+                median_ms: kernel::median(&runs_ms).unwrap_or(f64::NAN),
+                runs_ms,
+            };
+            (runtime, cost)
+        })
+        .collect()
 }
 
 /// What a cell needs besides itself.

@@ -227,14 +227,18 @@ impl Master {
     fn wait(&mut self) -> Result<(), Error> {
         // rr: wake for the end of an accept backoff too, which can be
         // shorter than a tick (1 ms at the start of an episode). Rounded up
-        // to poll's milliseconds, so a wait of 0.4 ms is not a busy 0.
-        let wake = self
-            .accept_after
-            .map_or(TICK, |at| {
-                let left = at.saturating_duration_since(Instant::now());
-                Duration::from_millis(left.as_micros().div_ceil(1000) as u64)
-            })
-            .min(TICK);
+        // to poll's milliseconds, so a wait of 0.4 ms is not a busy 0. A
+        // backoff already over does not count: the listener is polled
+        // then, or accepting waits for something else (a connection taken
+        // back, a worker with room) that a tick or an event brings.
+        let now = Instant::now();
+        let wake = match self.accept_after {
+            Some(at) if at > now => {
+                let left = (at - now).as_micros().div_ceil(1000) as u64;
+                Duration::from_millis(left).min(TICK)
+            }
+            _ => TICK,
+        };
         let timeout = PollTimeout::try_from(wake).expect("tick fits in a poll timeout");
         let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
         // The listener only while a connection could be handed out at once:

@@ -7,7 +7,10 @@
 //! costs. It prints the contract's ready line (once forked; the socket is
 //! already listening, so early connections queue) and stops on SIGTERM or
 //! SIGINT, so the harness can drive it like any model. It serves only
-//! `GET /`-style no-op load and is not a contract server.
+//! `GET /`-style no-op load and is not a contract server. Its one piece of
+//! the lab's code on the accept path is running out of descriptors
+//! (`service::accept`): a ceiling that spins at 100% CPU at the descriptor
+//! limit would not be one.
 
 use std::convert::Infallible;
 use std::process::ExitCode;
@@ -22,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, getppid};
+use service::accept::{Exhaustion, is_exhaustion};
 
 /// The flags it shares with the lab's servers (the rest are ignored).
 #[derive(Parser, Debug)]
@@ -36,6 +40,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    service::cli::init_logging();
     let workers = args.common.workers();
     let listener = match service::bind(args.common.listen) {
         Ok(listener) => listener,
@@ -89,14 +94,27 @@ fn worker(listener: std::net::TcpListener, master: Pid, stop: &SigSet) -> ! {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal");
+        // Out of descriptors, the loop backs off and logs once per episode
+        // like every lab server (`lab conns` takes bare to that limit).
+        let mut exhaustion = Exhaustion::default();
         loop {
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
+                    Err(error) if is_exhaustion(&error) => {
+                        let delay = exhaustion.failed(&error);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => continue,
+                            _ = term.recv() => break,
+                        }
+                    }
+                    // A connection reset before it was accepted: the next
+                    // one is unrelated.
                     Err(_) => continue,
                 },
                 _ = term.recv() => break,
             };
+            exhaustion.accepted();
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let service = service_fn(|_: Request<hyper::body::Incoming>| async {

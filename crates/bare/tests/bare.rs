@@ -19,3 +19,15 @@ fn serves_and_stops_cleanly() {
         .group_members()
         .is_empty()));
 }
+
+/// bare runs in `lab conns`, which takes servers to their descriptor limit:
+/// it must not spin there either. It is no contract server, but answers
+/// `GET /health` like any path.
+#[test]
+fn descriptor_exhaustion() {
+    testkit::cases::descriptor_exhaustion(
+        env!("CARGO_BIN_EXE_bare"),
+        &[],
+        testkit::cases::Profile::CONTRACT,
+    );
+}

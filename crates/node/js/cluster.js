@@ -417,7 +417,7 @@ function worker(kind, args) {
   server.once('error', cannotListen);
   server.listen({ host: args.listen.host, port, backlog: contract.BACKLOG }, () => {
     server.off('error', cannotListen);
-    server.on('error', (error) => log.warn(`server error: ${error.message}`));
+    contract.onServerErrors(server, log);
     const every = Math.max(10, Math.min(BEAT_MS, Math.floor((args.workerTimeoutMs || BEAT_MS * 4) / 4)));
     setInterval(() => send({ t: 'beat', c: snapshot() }), every);
   });

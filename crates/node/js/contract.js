@@ -241,10 +241,37 @@ function listen(kind, server, addr, log, onListening) {
   server.once('error', failed);
   server.listen({ host: addr.host, port: addr.port, backlog: BACKLOG }, () => {
     server.off('error', failed);
-    // Later errors (an accept that failed: EMFILE, a reset) are logged;
-    // Node goes on accepting.
-    server.on('error', (error) => log.warn(`server error: ${error.message}`));
+    onServerErrors(server, log);
     onListening(server.address());
+  });
+}
+
+// Logs a listening server's later errors; Node goes on accepting after
+// each. Running out of descriptors is one episode, as in the Rust servers'
+// `service::accept`: a warning when the first accept fails with EMFILE or
+// ENFILE, one line with how long it lasted and how many failed when a
+// connection comes again, nothing in between. Node rarely reports it at
+// all: libuv answers EMFILE by itself, closing a reserved descriptor to
+// accept and close the waiting connections, and backs off by waiting for
+// the next one (CONTRACT.md, "The Node kinds"); this is for when it does.
+function onServerErrors(server, log) {
+  let episode = null;
+  server.on('error', (error) => {
+    if (error.code !== 'EMFILE' && error.code !== 'ENFILE') {
+      log.warn(`server error: ${error.message}`);
+      return;
+    }
+    if (episode === null) {
+      episode = { since: Date.now(), failures: 0 };
+      log.warn(`accept: out of descriptors; serving the connections held: ${error.message}`);
+    }
+    episode.failures++;
+  });
+  server.on('connection', () => {
+    if (episode === null) return;
+    const lasted = Date.now() - episode.since;
+    log.info(`accept: descriptors available again; accepting lasted_ms=${lasted} failed_attempts=${episode.failures}`);
+    episode = null;
   });
 }
 
@@ -650,6 +677,7 @@ module.exports = {
   listen,
   logger,
   loopLag,
+  onServerErrors,
   onStopSignals,
   parseFlags,
   stopServer,

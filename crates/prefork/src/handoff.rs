@@ -9,7 +9,12 @@
 //!   The kernel installs a *new* descriptor for the same open socket in the
 //!   receiving process; the master's own descriptor stays open.
 //! - worker → master: one byte, the acknowledgement: "this process now holds
-//!   the connection". Only then does the master close its copy.
+//!   the connection". Only then does the master close its copy. Or the
+//!   refusal, another byte: "this process is out of descriptors, the
+//!   kernel could not give it this one" (`MSG_CTRUNC`); the master takes the
+//!   connection back and hands it out again, and the worker backs off
+//!   before it reads the next packet (`service::accept`), so the two do not
+//!   spin passing it back and forth.
 //!
 //! Until the acknowledgement the connection lives on in the master, so a
 //! worker that dies before acknowledging loses nothing: its unread packet is
@@ -32,6 +37,8 @@ use tokio::sync::mpsc;
 
 /// The byte an acknowledgement is, and the byte a hand-off carries.
 const BYTE: [u8; 1] = [1];
+/// The byte a refusal is: the worker had no descriptor for the connection.
+const REFUSED: [u8; 1] = [0];
 
 /// A fresh channel for one worker: `(master's end, worker's end)`.
 ///
@@ -88,6 +95,9 @@ pub fn send_connection(channel: &OwnedFd, stream: &TcpStream) -> Result<(), Send
 pub struct Acks {
     /// Acknowledgements read.
     pub count: usize,
+    /// Refusals read: hand-offs the worker had no descriptor for, which
+    /// the master still holds and should hand out again.
+    pub refused: usize,
     /// The worker closed its end (it stopped taking connections, or died),
     /// after every acknowledgement counted here.
     pub hung_up: bool,
@@ -104,7 +114,8 @@ pub fn read_acks(channel: &OwnedFd) -> Acks {
                 acks.hung_up = true;
                 return acks;
             }
-            // One packet per recv: each is one acknowledgement.
+            // One packet per recv: each is one acknowledgement or refusal.
+            Ok(_) if buf[0] == REFUSED[0] => acks.refused += 1,
             Ok(_) => acks.count += 1,
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => return acks,
@@ -135,6 +146,8 @@ pub fn receive(
     // loop's next turn; the master hands one at a time to each worker.
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        // Whether this worker is out of descriptors for hand-offs.
+        let mut exhaustion = service::accept::Exhaustion::default();
         loop {
             let stream = tokio::select! {
                 received = next_connection(&channel) => received,
@@ -143,7 +156,28 @@ pub fn receive(
                 () = tx.closed() => return,
             };
             let stream = match stream {
-                Ok(Some(stream)) => stream,
+                Ok(Some(Packet::Connection(stream))) => {
+                    exhaustion.accepted();
+                    stream
+                }
+                Ok(Some(Packet::NoRoom)) => {
+                    // Give it back, then wait before reading the next
+                    // packet: the master will hand it (or another) again,
+                    // and only a closed connection of ours makes room.
+                    if let Err(error) = send(
+                        channel.as_raw_fd(),
+                        &REFUSED,
+                        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                    ) {
+                        tracing::error!(%error, "cannot refuse a connection: the master is gone");
+                        return;
+                    }
+                    let delay = exhaustion.failed(&Errno::EMFILE.into());
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => continue,
+                        () = tx.closed() => return,
+                    }
+                }
                 Ok(None) => {
                     tracing::info!("the master closed the hand-off channel");
                     return;
@@ -179,7 +213,7 @@ pub fn receive(
 }
 
 /// Waits for the next packet; `Ok(None)` when the master closed its end.
-async fn next_connection(channel: &AsyncFd<OwnedFd>) -> std::io::Result<Option<TcpStream>> {
+async fn next_connection(channel: &AsyncFd<OwnedFd>) -> std::io::Result<Option<Packet>> {
     loop {
         let mut ready = channel.readable().await?;
         match ready.try_io(|fd| receive_one(fd.get_ref().as_raw_fd())) {
@@ -194,9 +228,19 @@ async fn next_connection(channel: &AsyncFd<OwnedFd>) -> std::io::Result<Option<T
     }
 }
 
-/// One `recvmsg`: a connection, `None` at end of stream, or an error
+/// One hand-off as the worker receives it.
+#[derive(Debug)]
+enum Packet {
+    /// A connection, now this process's.
+    Connection(TcpStream),
+    /// A connection this process had no free descriptor for: the kernel
+    /// dropped its copy and set `MSG_CTRUNC`. The master still holds it.
+    NoRoom,
+}
+
+/// One `recvmsg`: a hand-off, `None` at end of stream, or an error
 /// (`WouldBlock` when nothing is there, which `try_io` turns into waiting).
-fn receive_one(fd: RawFd) -> std::io::Result<Option<TcpStream>> {
+fn receive_one(fd: RawFd) -> std::io::Result<Option<Packet>> {
     let mut byte = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!(RawFd);
@@ -205,6 +249,12 @@ fn receive_one(fd: RawFd) -> std::io::Result<Option<TcpStream>> {
     let message = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     if message.bytes == 0 {
         return Ok(None);
+    }
+    // The buffer has room for the one descriptor the master sends, so a
+    // truncated control message means the kernel could not install it here:
+    // this process is at its descriptor limit (EMFILE).
+    if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Ok(Some(Packet::NoRoom));
     }
     // Take ownership of every descriptor received before anything can fail,
     // so that none leaks. `cmsgs` refuses a truncated control message
@@ -221,7 +271,7 @@ fn receive_one(fd: RawFd) -> std::io::Result<Option<TcpStream>> {
         }
     }
     match received.into_iter().next() {
-        Some(fd) => Ok(Some(TcpStream::from(fd))),
+        Some(fd) => Ok(Some(Packet::Connection(TcpStream::from(fd)))),
         None => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "a hand-off packet without a descriptor",
@@ -250,9 +300,9 @@ mod tests {
             "nothing acknowledged yet"
         );
 
-        let received = receive_one(worker.as_raw_fd())
-            .unwrap()
-            .expect("a connection");
+        let Some(Packet::Connection(received)) = receive_one(worker.as_raw_fd()).unwrap() else {
+            panic!("a connection");
+        };
         assert_eq!(
             received.peer_addr().unwrap(),
             client.local_addr().unwrap(),
@@ -265,6 +315,7 @@ mod tests {
             read_acks(&master),
             Acks {
                 count: 1,
+                refused: 0,
                 hung_up: false
             }
         );

@@ -62,7 +62,9 @@ const GRACE_SLACK: Duration = Duration::from_millis(500);
 /// longest respawn backoff, so even a slot in a crash loop gets its next try.
 pub const WAIT_FOR_WORKER: Duration = crate::backoff::BACKOFF_MAX;
 /// `--balance rr`: how long the master stops accepting after `accept` fails
-/// (EMFILE, say), instead of spinning on a listener that stays readable.
+/// for a reason other than running out of descriptors, instead of spinning
+/// on a listener that stays readable. Out of descriptors (EMFILE), the wait
+/// is `service::accept`'s backoff, and the episode is logged once.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Runs the master until a graceful shutdown completes.
@@ -124,6 +126,7 @@ pub fn run(args: Args) -> Result<(), Error> {
         waiting: VecDeque::new(),
         next: 0,
         accept_after: None,
+        exhaustion: service::accept::Exhaustion::default(),
         handed_out: 0,
     };
     master.supervise()
@@ -177,6 +180,8 @@ struct Master {
     next: usize,
     /// rr: no `accept` before this, after one failed.
     accept_after: Option<Instant>,
+    /// rr: whether the master's `accept` is out of descriptors.
+    exhaustion: service::accept::Exhaustion,
     /// rr: connections handed to workers (taken back and handed again: twice).
     handed_out: u64,
 }
@@ -220,7 +225,21 @@ impl Master {
     /// an acknowledgement comes in, and acts on signals and
     /// acknowledgements.
     fn wait(&mut self) -> Result<(), Error> {
-        let timeout = PollTimeout::try_from(TICK).expect("tick fits in a poll timeout");
+        // rr: wake for the end of an accept backoff too, which can be
+        // shorter than a tick (1 ms at the start of an episode). Rounded up
+        // to poll's milliseconds, so a wait of 0.4 ms is not a busy 0. A
+        // backoff already over does not count: the listener is polled
+        // then, or accepting waits for something else (a connection taken
+        // back, a worker with room) that a tick or an event brings.
+        let now = Instant::now();
+        let wake = match self.accept_after {
+            Some(at) if at > now => {
+                let left = (at - now).as_micros().div_ceil(1000) as u64;
+                Duration::from_millis(left).min(TICK)
+            }
+            _ => TICK,
+        };
+        let timeout = PollTimeout::try_from(wake).expect("tick fits in a poll timeout");
         let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
         // The listener only while a connection could be handed out at once:
         // otherwise it would stay readable and make this loop spin.
@@ -491,6 +510,19 @@ impl Master {
             worker.channel = None;
             worker.send_blocked = false;
         }
+        if acks.refused > 0 {
+            // The worker is out of descriptors (it logs the episode and
+            // backs off before reading its channel again): the connection
+            // goes first in line again, as one taken back from a dead
+            // worker does, waiting with a fresh start like one in the
+            // backlog would. No new connection is accepted meanwhile.
+            if let Some(stream) = worker.handed.take() {
+                self.waiting.push_front(Waiting {
+                    stream,
+                    since: Instant::now(),
+                });
+            }
+        }
     }
 
     /// rr: on a worker's death, takes back the connection it had not
@@ -552,12 +584,20 @@ impl Master {
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return,
                 // The client gave up before we accepted: nothing to hand.
                 Err(error) if error.kind() == std::io::ErrorKind::ConnectionAborted => continue,
+                // Out of descriptors: workers keep serving what they hold;
+                // the master backs off and logs the episode once.
+                Err(error) if service::accept::is_exhaustion(&error) => {
+                    let delay = self.exhaustion.failed(&error);
+                    self.accept_after = Some(Instant::now() + delay);
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
                     self.accept_after = Some(Instant::now() + ACCEPT_BACKOFF);
                     return;
                 }
             };
+            self.exhaustion.accepted();
             if let Err(stream) = self.hand(stream) {
                 // Every worker with room turned out full or gone.
                 self.waiting.push_back(Waiting {

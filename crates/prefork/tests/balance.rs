@@ -104,3 +104,125 @@ fn rr_a_connection_whose_only_worker_died_waits_for_the_replacement() {
     // worker counted none, since it died before serving.
     assert_eq!(worker.connections, 2, "{worker:?}");
 }
+
+/// rr: the master's own `accept` out of descriptors. Only the master's limit
+/// is lowered (`prlimit(2)` on a running process; the worker keeps its own),
+/// to the lowest descriptor number it has free, so its next `accept` fails
+/// with EMFILE while the worker has room. The connection it holds is still
+/// served, the master does not spin on the readable listener, logs the
+/// episode once, and hands out the waiting connection once its limit is
+/// raised again.
+#[test]
+fn rr_master_out_of_descriptors_backs_off_logs_once_and_recovers() {
+    let server = Server::start(BIN, &["--workers", "1", "--balance", "rr"]);
+    let master = server.pid();
+    let mut kept = server.connect().unwrap();
+    let health = |stream: &mut std::net::TcpStream| {
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+            .and_then(|()| {
+                let mut chunk = [0u8; 512];
+                stream.read(&mut chunk).map(|n| chunk[..n].to_vec())
+            })
+    };
+    assert!(health(&mut kept).unwrap().starts_with(b"HTTP/1.1 200"));
+
+    let in_use: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{master}/fd"))
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let lowest_free = (0..).find(|fd| !in_use.contains(fd)).unwrap();
+    // The soft limit only: a lowered hard limit could not be raised again.
+    let prlimit = |new: Option<u64>| {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: both pointers are valid for the call; `old` is written.
+        let rc = unsafe {
+            libc::prlimit(
+                master as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                std::ptr::null(),
+                &mut old,
+            )
+        };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+        if let Some(soft) = new {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: old.rlim_max,
+            };
+            // SAFETY: `limit` is valid; nothing is written back.
+            let rc = unsafe {
+                libc::prlimit(
+                    master as libc::pid_t,
+                    libc::RLIMIT_NOFILE,
+                    &limit,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+        }
+        old.rlim_cur
+    };
+    let original = prlimit(None);
+    prlimit(Some(lowest_free));
+
+    // A new connection waits in the backlog: the master cannot accept it.
+    let mut waiting = server.connect().unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        health(&mut waiting).is_err(),
+        "answered with the master out of descriptors; stderr:\n{}",
+        server.stderr()
+    );
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+
+    assert!(health(&mut kept).unwrap().starts_with(b"HTTP/1.1 200"));
+    let before = server.group_cpu();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = server.group_cpu().saturating_sub(before);
+    assert!(
+        used < Duration::from_millis(500),
+        "the master used {used:?} of CPU in 1 s out of descriptors; stderr:\n{}",
+        server.stderr()
+    );
+    let lines = |needle: &str| {
+        server
+            .stderr()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
+    };
+    assert_eq!(
+        lines("Too many open files"),
+        1,
+        "one line per episode; stderr:\n{}",
+        server.stderr()
+    );
+
+    prlimit(Some(original));
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 512];
+    // The request was sent while it waited: its answer comes now.
+    let n = waiting.read(&mut chunk).unwrap_or(0);
+    reply.extend_from_slice(&chunk[..n]);
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "the waiting connection, once the master has descriptors again: {:?}; stderr:\n{}",
+        String::from_utf8_lossy(&reply),
+        server.stderr()
+    );
+    assert!(
+        testkit::wait_until(Duration::from_secs(2), || lines(
+            "descriptors available again"
+        ) == 1),
+        "the episode's end is logged; stderr:\n{}",
+        server.stderr()
+    );
+}

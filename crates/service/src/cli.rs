@@ -84,13 +84,7 @@ pub fn server_main<A: Parser, E: std::error::Error>(
     run: impl FnOnce(A) -> Result<(), E>,
 ) -> ExitCode {
     let args = A::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .init();
+    init_logging();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -104,4 +98,17 @@ pub fn server_main<A: Parser, E: std::error::Error>(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sends `tracing` to stderr (stdout is for the ready line only), filtered
+/// by `RUST_LOG` (default `info`). [`server_main`] calls it; so does `bare`,
+/// whose only log lines are about running out of descriptors.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .init();
 }

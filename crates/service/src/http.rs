@@ -23,6 +23,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use crate::accept;
 use crate::crash::CrashMode;
 use crate::dataset::Dataset;
 use crate::job::{BoxFuture, Job, JobError, WorkerId};
@@ -204,6 +205,8 @@ pub async fn serve(
     }
     let without = config.without;
     let graceful = GracefulShutdown::new();
+    // Whether this loop is in an episode of running out of descriptors.
+    let mut exhaustion = accept::Exhaustion::default();
     tokio::pin!(shutdown);
 
     loop {
@@ -217,14 +220,25 @@ pub async fn serve(
                         open = false;
                         continue;
                     }
+                    Err(error) if accept::is_exhaustion(&error) => {
+                        // Out of descriptors: the connection stays in the
+                        // backlog and the listener readable, so trying again
+                        // at once would spin. The connections already held
+                        // run in their own tasks and keep being served
+                        // while this loop waits.
+                        let delay = exhaustion.failed(&error);
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
                     Err(error) => {
-                        // Usually EMFILE or a connection reset before accept.
+                        // A connection reset before it was accepted, say.
                         // Back off briefly instead of spinning on the error.
                         tracing::warn!(%error, "accept failed");
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
                 };
+                exhaustion.accepted();
                 app.slots[app.loop_slot].connections.fetch_add(1, Relaxed);
                 // Responses are small; do not let Nagle hold them back.
                 let _ = stream.set_nodelay(true);

@@ -8,6 +8,9 @@
 //! - [`http`]: the contract's endpoints on hyper, validation, `x-worker`,
 //!   connection limits and graceful shutdown ([`serve`]). A model plugs in
 //!   through the [`Model`] trait: where jobs run, and what `/stats` says.
+//! - [`accept`]: running out of descriptors while accepting (`EMFILE`):
+//!   one logged episode and a backoff instead of a spinning loop, shared by
+//!   [`serve`], prefork's `--balance rr` master and `bare`.
 //! - [`job`]: the work a model may move off the event loop ([`Job`]).
 //! - [`kernel`]: the CPU work behind `/cpu` (PBKDF2-HMAC-SHA256).
 //! - [`slot`]: per-worker counters in a layout that works in shared memory
@@ -27,6 +30,7 @@
 //! The crate never forks, spawns threads or builds a runtime: those choices
 //! are what distinguishes the models, so they stay in the model crates.
 
+pub mod accept;
 pub mod cli;
 pub mod contract;
 pub mod crash;

@@ -37,7 +37,7 @@ macro_rules! contract_tests {
     (@cases $bin:expr, $flags:tt, $profile:expr) => {
         $crate::contract_tests!(@each $bin, $flags, $profile, endpoints, bad_input,
             slow_headers_are_cut_off, graceful_shutdown, bad_flags_exit_2_naming_the_flag,
-            a_taken_port_exits_1_with_the_cause);
+            a_taken_port_exits_1_with_the_cause, descriptor_exhaustion);
     };
     (@each $bin:expr, $flags:tt, $profile:expr, $($case:ident),+) => {
         $(
@@ -55,6 +55,8 @@ use std::time::{Duration, Instant};
 use service::contract::Offload;
 
 use crate::{Response, Server};
+
+pub use crate::descriptors::descriptor_exhaustion;
 
 /// What a server kind does where it does not do what the contract says,
 /// for the cases to assert instead. [`Profile::CONTRACT`] is the contract
@@ -78,6 +80,26 @@ pub struct Profile {
     /// connection closes: `None` (the contract), nothing; `Some(status)`,
     /// an answer with that status.
     pub slow_headers_answer: Option<u16>,
+    /// The descriptors per process [`descriptor_exhaustion`] starts the
+    /// server with: what the kind opens by itself, with room for a few
+    /// dozen connections.
+    pub nofile: u64,
+    /// How often running out of descriptors is logged per episode.
+    pub exhaustion_log: ExhaustionLog,
+    /// Whether new connections are answered again once the connections
+    /// that used up the descriptors close: the contract's `true`.
+    pub recovers_from_exhaustion: bool,
+}
+
+/// How often a kind logs running out of descriptors per episode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExhaustionLog {
+    /// Exactly once when it starts, and once when it ends (the Rust
+    /// servers, through `service::accept`).
+    Once,
+    /// At most once: Node handles `EMFILE` inside libuv and usually tells
+    /// the script nothing (CONTRACT.md, "The Node kinds").
+    AtMostOnce,
 }
 
 impl Profile {
@@ -87,6 +109,10 @@ impl Profile {
         too_many_headers: 431,
         long_uri: 414,
         slow_headers_answer: None,
+        // The Rust servers open about a dozen descriptors per process.
+        nofile: 64,
+        exhaustion_log: ExhaustionLog::Once,
+        recovers_from_exhaustion: true,
     };
 
     /// `--workers` as the cases pass it.

@@ -9,13 +9,15 @@
 //!   `TcpStream`, so tests can also send what no HTTP client would
 //!   (malformed request lines, headers dribbled in slowly).
 //! - [`cases`] holds the contract checks every model must pass; each model's
-//!   test suite calls them with its own binary.
+//!   test suite calls them with its own binary. [`descriptors`] is one of
+//!   them: a server taken to its descriptor limit.
 //! - [`supervision`] and [`pool`] hold what two kinds of one architecture
 //!   share beyond the contract: the checks and helpers for a supervisor that
 //!   replaces worker processes (prefork, node-cluster), and for an event loop
 //!   that feeds a pool of threads (threadpool, node-threads).
 
 pub mod cases;
+pub mod descriptors;
 mod group;
 pub mod pool;
 pub mod supervision;
@@ -50,7 +52,11 @@ pub struct Server {
 impl Server {
     /// Starts `bin --listen 127.0.0.1:0 ARGS...` and waits for its ready line.
     pub fn start(bin: &str, args: &[&str]) -> Server {
-        let mut server = Self::spawn(bin, args);
+        Self::wait_ready(Self::spawn(bin, args), bin)
+    }
+
+    /// Waits for a spawned server's ready line and reads it.
+    fn wait_ready(mut server: Server, bin: &str) -> Server {
         // A server that exits before its ready line (bad flags, a missing
         // interpreter) fails the test at once, with its stderr.
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -89,11 +95,43 @@ impl Server {
     /// Starts the server without waiting for it to become ready (for servers
     /// that are expected never to be ready).
     pub fn spawn(bin: &str, args: &[&str]) -> Server {
+        Self::spawn_command(Self::command(bin, args))
+    }
+
+    /// Like [`Server::start`], with at most `nofile` descriptors open per
+    /// process (`RLIMIT_NOFILE`, soft and hard, inherited by every process
+    /// the server forks), for tests that take a server to that limit.
+    pub fn start_with_nofile(bin: &str, args: &[&str], nofile: u64) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut command = Self::command(bin, args);
+        // SAFETY: the hook runs in the forked child before exec and calls
+        // only setrlimit, which is async-signal-safe; it touches no memory
+        // the parent's other threads could hold locked.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = nix::libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Self::wait_ready(Self::spawn_command(command), bin)
+    }
+
+    fn command(bin: &str, args: &[&str]) -> Command {
         let mut command = Command::new(bin);
         command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info");
+        command
+    }
+
+    fn spawn_command(mut command: Command) -> Server {
         Server {
             group: Group::spawn(&mut command),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -150,6 +188,19 @@ impl Server {
     /// workers'), zombies excluded.
     pub fn group_members(&self) -> Vec<u32> {
         self.group.members()
+    }
+
+    /// The CPU time (user and system) the server's live processes have used
+    /// so far, all of them together.
+    pub fn group_cpu(&self) -> Duration {
+        let ticks_per_second = procfs::ticks_per_second().max(1);
+        let ticks: u64 = self
+            .group_members()
+            .into_iter()
+            .filter_map(|pid| procfs::process::Process::new(pid as i32).ok()?.stat().ok())
+            .map(|stat| stat.utime + stat.stime)
+            .sum();
+        Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64)
     }
 
     /// Sends a GET with `Connection: close` and reads the whole response.

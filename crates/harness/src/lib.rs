@@ -14,17 +14,20 @@
 //! - [`loadgen`] (a crate of its own, re-exported): oha in a child process.
 //! - [`capacity`]: measure a server's capacity, offer a share of it.
 //! - [`procs`]: memory (PSS/USS/RSS) and CPU time of a server's processes.
+//! - [`cost`]: what the server spent per request during a load, and what
+//!   bound the load (the same figures in every experiment).
 //! - [`probe`]: the harness's own requests, `/stats` as the contract's type.
 //! - [`kernel`]: the `/cpu` kernel timed in-process, and the ceilings a
 //!   cell is measured against.
 //! - [`timeline`]: per-window counts, baseline and recovery.
 //! - [`record`]: the metadata every result file carries, atomic writes,
-//!   tables. [`chart`]: SVG line charts. [`clock`]: UTC timestamps.
+//!   tables. [`chart`]: SVG line and bar charts. [`clock`]: UTC timestamps.
 //! - [`cpus`]: disjoint CPU sets for the server and the load generator.
 
 pub mod capacity;
 pub mod chart;
 pub mod clock;
+pub mod cost;
 pub mod cpus;
 pub mod kernel;
 pub mod probe;

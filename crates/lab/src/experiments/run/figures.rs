@@ -3,17 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use harness::cost::{self, Limits};
 use harness::cpus::Pinning;
 use harness::kernel::{self, Runtime};
-use harness::loadgen::LoadSummary;
 use harness::record::CellStatus;
 
 use super::measure::Measured;
 use super::plan::{Cell, Offered, Workload};
-use super::report::{
-    Bound, BoundBy, CellRecord, CpuRecord, Efficiency, KernelCost, MemoryBytes, MemoryRecord,
-    PerRequest,
-};
+use super::report::{CellRecord, CpuRecord, Efficiency, KernelCost, MemoryBytes, MemoryRecord};
 
 /// What the ceilings of a run rest on.
 #[derive(Clone, Debug)]
@@ -50,6 +47,18 @@ impl Ceilings {
             loadgen_cores: pinning.map_or(machine_cores, |p| p.loadgen.len()),
             shared: pinning.is_none(),
             io_ms,
+        }
+    }
+
+    /// What the bound rule needs for `cell`: the cores its server can use
+    /// (min(workers, cores), one for a kind without workers), the load
+    /// generator's, and the machine's when the two share it.
+    pub fn limits(&self, cell: &Cell) -> Limits {
+        let workers = if cell.kind.single { 1 } else { cell.workers };
+        Limits {
+            usable_cores: f64::from(workers).min(self.cores as f64),
+            loadgen_cores: self.loadgen_cores as f64,
+            shared_cores: self.shared.then_some(self.cores as f64),
         }
     }
 
@@ -131,15 +140,12 @@ pub fn cell_record(
     };
     let load = measured.load;
     let cpu = match (&load, measured.server) {
-        (Some(l), Some(server)) => Some(CpuRecord {
-            server_s: server.user_s + server.system_s,
-            server_user_s: server.user_s,
-            server_system_s: server.system_s,
-            server_voluntary_switches: (!measured.reported).then_some(server.voluntary),
-            server_involuntary_switches: (!measured.reported).then_some(server.involuntary),
-            loadgen_s: l.cpu_seconds,
-            wall_s: measured.load_wall_s,
-        }),
+        (Some(l), Some(server)) => Some(CpuRecord::new(
+            server,
+            measured.reported,
+            l.cpu_seconds,
+            measured.load_wall_s,
+        )),
         _ => None,
     };
     let efficiency = load
@@ -157,15 +163,18 @@ pub fn cell_record(
         status,
         error,
         stderr_tail,
-        per_request: cpu.as_ref().and_then(|c| per_request(c, ok)),
+        per_request: cpu.as_ref().and_then(|c| cost::per_request(c, ok)),
         bound: match (&load, &cpu) {
-            (Some(l), Some(c)) => Some(bound(
-                cell,
+            (Some(l), Some(c)) => Some(cost::bound(
                 &l.summary,
                 c,
-                efficiency.as_ref(),
+                &ceilings.limits(cell),
                 offered_rps,
-                ceilings,
+                efficiency
+                    .as_ref()
+                    .filter(|e| e.kind == "io")
+                    .map(|e| e.value),
+                cell.concurrency,
             )),
             _ => None,
         },
@@ -185,105 +194,6 @@ pub fn cell_record(
         left_running: measured.left_running,
         wall_s: measured.wall_s,
     }
-}
-
-/// The server's cost per 2xx answer; none when nothing was answered.
-fn per_request(cpu: &CpuRecord, ok: u64) -> Option<PerRequest> {
-    if ok == 0 {
-        return None;
-    }
-    let per = |total: f64| total / ok as f64;
-    Some(PerRequest {
-        cpu_us: per(cpu.server_s * 1e6),
-        user_us: per(cpu.server_user_s * 1e6),
-        system_us: per(cpu.server_system_s * 1e6),
-        voluntary_switches: cpu.server_voluntary_switches.map(|n| per(n as f64)),
-        involuntary_switches: cpu.server_involuntary_switches.map(|n| per(n as f64)),
-    })
-}
-
-/// A resource counts as the limit at this share of what could be used.
-const NEAR: f64 = 0.85;
-
-/// What limited the cell, checked in order: failures first (they make
-/// every other figure moot), then the server's cores, the load
-/// generator's, the two together (when they share them), and the clients'
-/// concurrency.
-fn bound(
-    cell: &Cell,
-    summary: &LoadSummary,
-    cpu: &CpuRecord,
-    efficiency: Option<&Efficiency>,
-    offered_rps: Option<f64>,
-    ceilings: &Ceilings,
-) -> Bound {
-    let found = |by, evidence: String| Bound { by, evidence };
-    let answered = summary.ok + summary.non_2xx + summary.client_errors();
-    let failed = summary.non_2xx + summary.client_errors();
-    let refused = summary.status_codes.get("503").copied().unwrap_or(0);
-    if refused > 0 {
-        return found(BoundBy::Queue, format!("{refused} answers were 503"));
-    }
-    if answered > 0 && failed as f64 > 0.01 * answered as f64 {
-        return found(
-            BoundBy::Errors,
-            format!("{failed} of {answered} requests failed"),
-        );
-    }
-    if let Some(offered) = offered_rps
-        && summary.rps >= NEAR * offered
-    {
-        return found(
-            BoundBy::OfferedRate,
-            format!("{:.0} of the {offered:.0} req/s offered", summary.rps),
-        );
-    }
-    if cpu.wall_s <= 0.0 {
-        return found(BoundBy::None, "no load time measured".into());
-    }
-    let cores = ceilings.cores as f64;
-    let loadgen_cores = ceilings.loadgen_cores as f64;
-    let server = cpu.server_s / cpu.wall_s;
-    let loadgen = cpu.loadgen_s / cpu.wall_s;
-    let workers = if cell.kind.single { 1 } else { cell.workers };
-    let usable = f64::from(workers).min(cores);
-    if usable > 0.0 && server >= NEAR * usable {
-        return found(
-            BoundBy::ServerCpu,
-            format!("server {server:.2} of {usable:.0} usable cores"),
-        );
-    }
-    if loadgen >= NEAR * loadgen_cores {
-        return found(
-            BoundBy::Loadgen,
-            format!("load generator {loadgen:.2} of {loadgen_cores:.0} cores"),
-        );
-    }
-    if ceilings.shared && server + loadgen >= NEAR * cores {
-        return found(
-            BoundBy::SharedCores,
-            format!("server {server:.2} + load generator {loadgen:.2} of {cores:.0} cores"),
-        );
-    }
-    if let Some(e) = efficiency.filter(|e| e.kind == "io" && e.value >= NEAR) {
-        return found(
-            BoundBy::Concurrency,
-            format!(
-                "{:.0}% of Little's law for {} connections",
-                e.value * 100.0,
-                cell.concurrency
-            ),
-        );
-    }
-    let server = if usable > 0.0 {
-        format!("server {server:.2} of {usable:.0} usable cores")
-    } else {
-        format!("server {server:.2} cores of a machine not measured")
-    };
-    found(
-        BoundBy::None,
-        format!("{server}, load generator {loadgen:.2}"),
-    )
 }
 
 /// How close `rps` came to the cell's ceiling: cpu (usable cores over the
@@ -315,7 +225,8 @@ fn efficiency(cell: &Cell, rps: f64, ceilings: &Ceilings) -> Option<Efficiency> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use harness::loadgen::LoadOutcome;
+    use harness::cost::{Bound, BoundBy};
+    use harness::loadgen::{LoadOutcome, LoadSummary};
     use harness::procs::{Counters, Memory};
     use harness::servers::{Registry, Template};
 

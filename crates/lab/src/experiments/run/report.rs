@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use harness::chart::{self, Chart, Panel, Series};
+pub use harness::cost::{Bound, BoundBy, CpuRecord, PerRequest};
 use harness::cpus::Pinning;
 use harness::kernel::Runtime;
 use harness::loadgen::LoadSummary;
@@ -149,86 +150,6 @@ impl MemoryBytes {
             uss_bytes: (!reported).then_some(m.uss),
         }
     }
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct CpuRecord {
-    /// User + system seconds of the server's processes during the measured
-    /// load.
-    pub server_s: f64,
-    pub server_user_s: f64,
-    pub server_system_s: f64,
-    /// Context switches of every thread of the server's processes during
-    /// the measured load: voluntary (it waited) and involuntary (preempted).
-    /// `null` when not measured (`--url`: a server's `/stats` has none).
-    pub server_voluntary_switches: Option<u64>,
-    pub server_involuntary_switches: Option<u64>,
-    /// User + system seconds of the load generator process (whole run).
-    pub loadgen_s: f64,
-    /// Wall seconds of the measured load, to turn seconds into cores.
-    pub wall_s: f64,
-}
-
-/// The server's cost per 2xx answer during the measured load.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
-pub struct PerRequest {
-    /// CPU microseconds (user + system), over every process and thread.
-    pub cpu_us: f64,
-    pub user_us: f64,
-    pub system_us: f64,
-    pub voluntary_switches: Option<f64>,
-    pub involuntary_switches: Option<f64>,
-}
-
-/// What limited a cell.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum BoundBy {
-    /// More than 1% of the requests failed.
-    Errors,
-    /// The server refused work with 503: its queue was full.
-    Queue,
-    /// The server used nearly all the cores it can use.
-    ServerCpu,
-    /// The load generator used nearly all the cores it can use.
-    Loadgen,
-    /// Server and load generator together used nearly all the machine.
-    SharedCores,
-    /// The clients' concurrency: near Little's law for the wait.
-    Concurrency,
-    /// An open loop that got the rate it offered: the load, not the
-    /// server, set the pace (by design).
-    OfferedRate,
-    /// Nothing measured was near its limit.
-    None,
-}
-
-impl BoundBy {
-    pub fn name(self) -> &'static str {
-        match self {
-            BoundBy::Errors => "errors",
-            BoundBy::Queue => "queue",
-            BoundBy::ServerCpu => "server cpu",
-            BoundBy::Loadgen => "loadgen",
-            BoundBy::SharedCores => "shared cores",
-            BoundBy::Concurrency => "concurrency",
-            BoundBy::OfferedRate => "offered rate",
-            BoundBy::None => "-",
-        }
-    }
-
-    /// Whether the cell's throughput says more about the machine and the
-    /// load generator than about the server.
-    pub fn not_the_server(self) -> bool {
-        matches!(self, BoundBy::Loadgen | BoundBy::SharedCores)
-    }
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Bound {
-    pub by: BoundBy,
-    /// The figures behind it, in words.
-    pub evidence: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]

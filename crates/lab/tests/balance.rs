@@ -11,7 +11,7 @@ mod common;
 use common::{lab_ok, scratch};
 
 #[test]
-fn every_prefork_policy_runs_each_scenario_and_accounts_for_every_connection() {
+fn every_prefork_policy_runs_each_scenario_and_accounts_for_every_connection_and_its_cost() {
     let out = scratch("balance");
     let args = [
         "balance",
@@ -51,6 +51,13 @@ fn every_prefork_policy_runs_each_scenario_and_accounts_for_every_connection() {
             _ => unreachable!(),
         }
         assert!(cell.fairness.is_some(), "{cell:?}");
+        // What the server spent per request, and what bound the load.
+        let per = cell.per_request.unwrap();
+        assert!(
+            per.cpu_us > 0.0 && per.voluntary_switches.is_some(),
+            "{per:?}"
+        );
+        assert!(cell.bound.is_some(), "{cell:?}");
     }
     // Round-robin hands the two long connections to the two workers.
     let rr_long = run

@@ -9,7 +9,7 @@ mod common;
 use common::{lab_ok, scratch};
 
 #[test]
-fn threadpool_runs_both_offloads_with_and_without_cpu_load_and_reports_loop_lag() {
+fn threadpool_runs_both_offloads_with_and_without_cpu_load_and_reports_lag_and_cost() {
     let out = scratch("block");
     let args = [
         "block",
@@ -51,6 +51,13 @@ fn threadpool_runs_both_offloads_with_and_without_cpu_load_and_reports_loop_lag(
             cell.loop_lag_ms.is_some(),
             "threadpool's loop reports its lag"
         );
+        // What the server spent per request, and what bound the cell.
+        let per = cell.per_request.unwrap();
+        assert!(
+            per.cpu_us > 0.0 && per.voluntary_switches.is_some(),
+            "{per:?}"
+        );
+        assert!(cell.bound.is_some(), "{cell:?}");
     }
     for file in ["block.md", "block.svg"] {
         assert!(out.join("k").join(file).exists(), "{file}");

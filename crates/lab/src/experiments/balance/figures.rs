@@ -2,6 +2,7 @@
 //! function, so the per-worker arithmetic and the fairness figures are
 //! tested without a server.
 
+use harness::cost::{self, CpuRecord};
 use harness::probe::StatsRead;
 use harness::record::CellStatus;
 
@@ -28,6 +29,16 @@ pub fn cell_record(cell: &Cell, observed: Observed) -> CellRecord {
         _ => (Vec::new(), Vec::new()),
     };
     let total_connections: u64 = connections.iter().sum();
+    let load = observed.load.map(|l| (l.cpu_seconds, l.summary));
+    let cpu = match (&load, observed.server) {
+        (Some((loadgen_s, _)), Some(server)) => Some(CpuRecord::new(
+            server,
+            false,
+            *loadgen_s,
+            observed.load_wall_s,
+        )),
+        _ => None,
+    };
     let failed = !problems.is_empty();
     CellRecord {
         scenario: cell.scenario,
@@ -50,7 +61,23 @@ pub fn cell_record(cell: &Cell, observed: Observed) -> CellRecord {
         fairness: fairness(&connections, &requests),
         connections,
         requests,
-        load: observed.load.map(|l| l.summary),
+        per_request: cpu
+            .as_ref()
+            .zip(load.as_ref())
+            .and_then(|(cpu, (_, summary))| cost::per_request(cpu, summary.ok)),
+        bound: match (&cpu, &load, observed.limits) {
+            (Some(cpu), Some((_, summary)), Some(limits)) => Some(cost::bound(
+                summary,
+                cpu,
+                &limits,
+                observed.offered_rps,
+                None,
+                cell.scenario.concurrency(cell.workers),
+            )),
+            _ => None,
+        },
+        cpu,
+        load: load.map(|(_, summary)| summary),
         primary_cpu_s: observed.primary_cpu_s,
         primary_cpu_us_per_connection: per_connection_us(observed.primary_cpu_s, total_connections),
         exit_code: observed.exit_code,

@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::TrialError;
+use harness::cost::Limits;
 use harness::kernel::Runtime;
 use harness::loadgen::{LoadOutcome, LoadSpec};
 use harness::probe::{self, StatsRead};
-use harness::procs;
+use harness::procs::{self, Counters};
 use harness::record::chain;
 use harness::servers::{Server, Servers, StartRequest};
 use harness::session::Session;
@@ -37,6 +38,22 @@ pub struct Setup<'a> {
     pub cost_ms: &'a BTreeMap<Runtime, f64>,
 }
 
+impl Setup<'_> {
+    /// The limits `cell`'s server runs under.
+    pub fn limits(&self, cell: &Cell) -> Limits {
+        let workers = if cell.policy.kind.single {
+            1
+        } else {
+            cell.workers
+        };
+        Limits::new(
+            usize::from(workers),
+            self.session.meta.machine.logical_cores,
+            self.settings.servers.pinning.as_ref(),
+        )
+    }
+}
+
 /// What one cell measured, as far as it got.
 #[derive(Debug, Default)]
 pub struct Observed {
@@ -48,6 +65,11 @@ pub struct Observed {
     /// CPU seconds the server's first process (prefork's master, Node's
     /// primary) spent during the load.
     pub primary_cpu_s: Option<f64>,
+    /// What all of the server's processes spent during the load, how long
+    /// it lasted, and the limits it ran under.
+    pub server: Option<Counters>,
+    pub load_wall_s: f64,
+    pub limits: Option<Limits>,
     pub exit_code: Option<i32>,
     pub left_running: Vec<i32>,
     pub error: Option<String>,
@@ -156,12 +178,17 @@ fn load(
     let primary = server.pid();
     out.before = Some(stats(server.addr)?);
     let cpu_before = procs::process_cpu_s(primary);
+    let tree_before = procs::counters(primary);
+    let started = Instant::now();
     let outcome = setup
         .session
         .load(&spec, "load")?
         .wait(&setup.session.interrupted)?;
+    out.load_wall_s = started.elapsed().as_secs_f64();
+    out.server = Some(procs::counters(primary).since(tree_before));
     let cpu_after = procs::process_cpu_s(primary);
     out.primary_cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| (a - b).max(0.0));
+    out.limits = Some(setup.limits(cell));
     out.after = Some(stats(server.addr)?);
     out.load = Some(outcome);
     server.check_alive()?;

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use harness::chart::{self, Chart, Panel, Series};
+use harness::cost::{Bound, CpuRecord, PerRequest};
 use harness::cpus::Pinning;
 use harness::kernel::Runtime;
 use harness::loadgen::LoadSummary;
@@ -78,6 +79,14 @@ pub struct CellRecord {
     pub requests: Vec<u64>,
     pub fairness: Option<Fairness>,
     pub load: Option<LoadSummary>,
+    /// What the whole server (every process) spent during the load, per
+    /// request, and what bound the load. (Added within version 1.)
+    #[serde(default)]
+    pub cpu: Option<CpuRecord>,
+    #[serde(default)]
+    pub per_request: Option<PerRequest>,
+    #[serde(default)]
+    pub bound: Option<Bound>,
     /// CPU seconds of the server's first process (prefork's master, Node's
     /// primary) during the load, and per connection it took, in µs (only
     /// over 1000 connections or more: CPU time comes in 10 ms ticks).
@@ -130,7 +139,7 @@ pub fn summary_line(cell: &CellRecord) -> String {
     )
 }
 
-const HEADER: [&str; 14] = [
+const HEADER: [&str; 16] = [
     "policy",
     "workers",
     "conns",
@@ -143,6 +152,8 @@ const HEADER: [&str; 14] = [
     "p50 ms",
     "p99 ms",
     "max ms",
+    "CPU µs/req",
+    "bound",
     "primary CPU ms",
     "primary µs/conn",
 ];
@@ -198,6 +209,8 @@ fn row(cell: &CellRecord) -> Vec<String> {
         latency(|l| l.latency_ms.p50),
         latency(|l| l.latency_ms.p99),
         latency(|l| l.latency_ms.max),
+        opt(cell.per_request.map(|p| p.cpu_us), 1),
+        cell.bound.as_ref().map_or("-", |b| b.by.name()).to_owned(),
         opt(cell.primary_cpu_s.map(|s| s * 1000.0), 0),
         opt(cell.primary_cpu_us_per_connection, 1),
     ]);
@@ -233,7 +246,9 @@ fn markdown(run: &BalanceRun) -> String {
          less the second read's own connection and request. jain: Jain's fairness index of \
          requests per worker (1: even; 1/n: one worker took all). max/min: the busiest \
          worker's requests over the idlest's (∞: a worker served none). top-2 conns: the share \
-         of the connections the two busiest workers took. primary CPU ms: the CPU time of the \
+         of the connections the two busiest workers took. CPU µs/req: every server process's CPU \
+         time during the load per request answered; bound: what limited the load, as in `lab \
+         run`. primary CPU ms: the CPU time of the \
          server's first process (prefork's master, Node's primary) during the load, counted in \
          10 ms ticks; primary µs/conn: the same per connection, where there were 1000 or \
          more.\n",

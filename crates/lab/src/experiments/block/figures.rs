@@ -2,10 +2,11 @@
 //! each variant crosses the lag threshold: pure functions, tested without
 //! a server.
 
+use harness::cost::{self, CpuRecord};
 use harness::record::CellStatus;
 use service::contract::{LoopLag, Stats};
 
-use super::measure::Observed;
+use super::measure::{CONNECTIONS, Observed};
 use super::report::{CellRecord, Crossing};
 use super::{Cell, LAG_THRESHOLD_MS};
 
@@ -22,6 +23,30 @@ pub fn cell_record(cell: &Cell, observed: Observed) -> CellRecord {
         .stats
         .as_ref()
         .and_then(|read| worst_lag(&read.stats));
+    let loads = || observed.io.iter().chain(&observed.cpu);
+    let loadgen_s: f64 = loads().map(|l| l.cpu_seconds).sum();
+    let answered: u64 = loads().map(|l| l.summary.ok).sum();
+    let cpu = observed
+        .server
+        .map(|server| CpuRecord::new(server, false, loadgen_s, observed.load_wall_s));
+    // The CPU load says what bound the cell when there is one (the `/io`
+    // load is small by design), the `/io` load otherwise.
+    let (bound_load, bound_rate) = match (&observed.cpu, &observed.io) {
+        (Some(cpu), _) => (Some(&cpu.summary), observed.cpu_rate),
+        (None, Some(io)) => (Some(&io.summary), observed.io_rate),
+        (None, None) => (None, None),
+    };
+    let bound = match (bound_load, &cpu, observed.limits) {
+        (Some(load), Some(cpu), Some(limits)) => Some(cost::bound(
+            load,
+            cpu,
+            &limits,
+            bound_rate,
+            None,
+            CONNECTIONS,
+        )),
+        _ => None,
+    };
     CellRecord {
         variant: cell.variant.to_string(),
         model: cell.variant.kind.name.clone(),
@@ -31,6 +56,11 @@ pub fn cell_record(cell: &Cell, observed: Observed) -> CellRecord {
         io: observed.io.map(|l| l.summary),
         cpu: observed.cpu.map(|l| l.summary),
         loop_lag_ms: lag,
+        per_request: cpu
+            .as_ref()
+            .and_then(|cpu| cost::per_request(cpu, answered)),
+        bound,
+        server_cpu: cpu,
         status: if failed {
             CellStatus::Failed
         } else {
@@ -142,6 +172,9 @@ mod tests {
             io: Some(io),
             cpu: None,
             loop_lag_ms: Some(lag(lag_p99)),
+            server_cpu: None,
+            per_request: None,
+            bound: None,
             status: CellStatus::Ok,
             error: None,
             stderr_tail: Vec::new(),

@@ -3,12 +3,14 @@
 //! is working data ([`Observed`]); [`super::figures`] makes the record.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::TrialError;
+use harness::cost::Limits;
 use harness::kernel::Runtime;
 use harness::loadgen::{LoadOutcome, LoadSpec};
 use harness::probe::{self, StatsRead};
+use harness::procs::{self, Counters};
 use harness::record::chain;
 use harness::servers::{Server, Servers, StartRequest};
 use harness::session::Session;
@@ -21,7 +23,7 @@ const IDLE: Duration = Duration::from_millis(300);
 const STATS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections of each load: enough that an open loop is never short of
 /// one, even when requests queue for a second.
-const CONNECTIONS: u32 = 256;
+pub const CONNECTIONS: u32 = 256;
 
 /// What a cell needs besides itself.
 #[derive(Debug)]
@@ -39,11 +41,18 @@ pub struct Setup<'a> {
 /// What one cell measured, as far as it got.
 #[derive(Debug, Default)]
 pub struct Observed {
+    /// The two loads' rates, requests per second.
+    pub io_rate: Option<f64>,
     pub cpu_rate: Option<f64>,
     pub io: Option<LoadOutcome>,
     pub cpu: Option<LoadOutcome>,
     /// `/stats` right after the loads: the loops' lag since they started.
     pub stats: Option<StatsRead>,
+    /// What all of the server's processes spent during the loads, how long
+    /// they lasted, and the limits the server ran under.
+    pub server: Option<Counters>,
+    pub load_wall_s: f64,
+    pub limits: Option<Limits>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub stderr_tail: Vec<String>,
@@ -110,6 +119,7 @@ fn load(
 ) -> Result<(), TrialError> {
     let settings = setup.settings;
     let addr = server.addr;
+    out.io_rate = Some(settings.io_rate);
     let io = LoadSpec {
         rate: Some(settings.io_rate),
         ..LoadSpec::new(
@@ -143,12 +153,26 @@ fn load(
     std::thread::sleep(IDLE);
     let interrupted = &setup.session.interrupted;
     // Both loads at once, each in its own load generator.
+    let before = procs::counters(server.pid());
+    let started = Instant::now();
     let cpu = cpu
         .map(|spec| setup.session.load(&spec, "cpu"))
         .transpose()?;
     let io = setup.session.load(&io, "io")?;
     out.io = Some(io.wait(interrupted)?);
     out.cpu = cpu.map(|cpu| cpu.wait(interrupted)).transpose()?;
+    out.load_wall_s = started.elapsed().as_secs_f64();
+    out.server = Some(procs::counters(server.pid()).since(before));
+    let workers = if cell.variant.kind.single {
+        1
+    } else {
+        settings.workers
+    };
+    out.limits = Some(Limits::new(
+        usize::from(workers),
+        setup.session.meta.machine.logical_cores,
+        settings.servers.pinning.as_ref(),
+    ));
     out.stats = Some(
         probe::stats(addr, STATS_TIMEOUT)
             .map_err(|e| TrialError::Message(format!("reading /stats: {}", chain(&e))))?,

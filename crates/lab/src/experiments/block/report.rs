@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use harness::chart::{self, Chart, Panel, Series};
+use harness::cost::{Bound, CpuRecord, PerRequest};
 use harness::cpus::Pinning;
 use harness::kernel::Runtime;
 use harness::loadgen::LoadSummary;
@@ -78,6 +79,16 @@ pub struct CellRecord {
     /// how late a 10 ms timer fired, since the server started (one fresh
     /// server per cell, so mostly during the load).
     pub loop_lag_ms: Option<LoopLag>,
+    /// What the whole server (every process) spent during the loads, per
+    /// request answered (both loads), and what bound the cell: the CPU
+    /// load when there is one, the `/io` load otherwise. (Added within
+    /// version 1.)
+    #[serde(default)]
+    pub server_cpu: Option<CpuRecord>,
+    #[serde(default)]
+    pub per_request: Option<PerRequest>,
+    #[serde(default)]
+    pub bound: Option<Bound>,
     pub status: CellStatus,
     pub error: Option<String>,
     pub stderr_tail: Vec<String>,
@@ -116,7 +127,7 @@ pub fn summary_line(cell: &CellRecord) -> String {
     )
 }
 
-const HEADER: [&str; 11] = [
+const HEADER: [&str; 13] = [
     "variant",
     "cpu share",
     "cpu req/s offered",
@@ -128,6 +139,8 @@ const HEADER: [&str; 11] = [
     "lag p50 ms",
     "lag p99 ms",
     "lag max ms",
+    "CPU µs/req",
+    "bound",
 ];
 
 /// The cells, then where each variant crossed the threshold.
@@ -174,6 +187,8 @@ fn row(cell: &CellRecord) -> Vec<String> {
         lag(|l| l.p50),
         lag(|l| l.p99),
         lag(|l| l.max),
+        opt(cell.per_request.map(|p| p.cpu_us), 1),
+        cell.bound.as_ref().map_or("-", |b| b.by.name()).to_owned(),
     ]);
     row
 }
@@ -193,7 +208,9 @@ fn markdown(run: &BlockRun) -> String {
         "Workers: {}. Per cell, {} s of two open-loop loads at once: `/io?ms={}` at {} req/s, \
          and `/cpu?iters={}` ({} on one core) at the rate that offers the share of the {} \
          cores. Loop lag is how late a 10 ms timer fired on the worst of the server's event \
-         loops, since the server started (a fresh server per cell).\n",
+         loops, since the server started (a fresh server per cell). CPU µs/req: every server \
+         process's CPU time during the loads per request answered, both loads together; bound: \
+         what limited the CPU load (the `/io` load where there is none), as in `lab run`.\n",
         p.workers,
         p.duration_s,
         p.io_ms,

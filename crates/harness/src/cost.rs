@@ -157,15 +157,14 @@ impl Limits {
 /// What limited a load, checked in order: failures first (they make
 /// every other figure moot), then an open loop that got its rate, the
 /// server's cores, the load generator's, the two together (when they
-/// share them), and the clients' concurrency (`io_efficiency`: the share
-/// of Little's law reached, where it applies).
+/// share them), and the clients' concurrency (`little`: where Little's
+/// law applies, the share of it reached and for how many connections).
 pub fn bound(
     summary: &LoadSummary,
     cpu: &CpuRecord,
     limits: &Limits,
     offered_rps: Option<f64>,
-    io_efficiency: Option<f64>,
-    concurrency: u32,
+    little: Option<(f64, u32)>,
 ) -> Bound {
     let found = |by, evidence: String| Bound { by, evidence };
     let answered = summary.ok + summary.non_2xx + summary.client_errors();
@@ -215,7 +214,7 @@ pub fn bound(
             format!("server {server:.2} + load generator {loadgen:.2} of {cores:.0} cores"),
         );
     }
-    if let Some(share) = io_efficiency.filter(|&share| share >= NEAR) {
+    if let Some((share, concurrency)) = little.filter(|&(share, _)| share >= NEAR) {
         return found(
             BoundBy::Concurrency,
             format!(
@@ -276,12 +275,12 @@ mod tests {
         assert_eq!((shared.usable_cores, shared.shared_cores), (2.0, Some(2.0)));
         // 1.0 + 0.8 of 2 shared cores; the server alone is under 85% of 2.
         let load = summary(1000.0);
-        let by = |limits| bound(&load, &cpu(1.0, 0.8), &limits, None, None, 8).by;
+        let by = |limits| bound(&load, &cpu(1.0, 0.8), &limits, None, None).by;
         assert_eq!(by(shared), BoundBy::SharedCores);
         assert_eq!(by(apart), BoundBy::ServerCpu, "pinned: 1 usable core, used");
         // An open loop that got its rate was bound by it, whatever else.
         assert_eq!(
-            bound(&load, &cpu(1.9, 0.1), &shared, Some(1000.0), None, 8).by,
+            bound(&load, &cpu(1.9, 0.1), &shared, Some(1000.0), None).by,
             BoundBy::OfferedRate
         );
     }

@@ -101,7 +101,7 @@ fn prefork_sigkill_fails_few_requests_and_recovers() {
 }
 
 #[test]
-fn threadpool_panic_fails_only_its_own_request() {
+fn threadpool_panic_fails_only_its_own_request_and_its_cost_is_recorded() {
     let (r, _) = crash_once("threadpool", "panic");
     assert!(r.survived);
     assert!(r.recovered, "{}", r.timeline);
@@ -116,6 +116,13 @@ fn threadpool_panic_fails_only_its_own_request() {
     );
     assert_consistent(&r);
     assert_eq!(r.stopped, Some(Stopped::Exited(Some(0))));
+    // The server's cost over the load, and what bound it.
+    let per = r.per_request.expect("CPU per request");
+    assert!(
+        per.cpu_us > 0.0 && per.voluntary_switches.is_some(),
+        "{per:?}"
+    );
+    assert!(r.bound.is_some());
 }
 
 #[test]

@@ -72,7 +72,6 @@ pub fn cell_record(cell: &Cell, observed: Observed) -> CellRecord {
                 &limits,
                 observed.offered_rps,
                 None,
-                cell.scenario.concurrency(cell.workers),
             )),
             _ => None,
         },

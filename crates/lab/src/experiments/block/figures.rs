@@ -6,7 +6,7 @@ use harness::cost::{self, CpuRecord};
 use harness::record::CellStatus;
 use service::contract::{LoopLag, Stats};
 
-use super::measure::{CONNECTIONS, Observed};
+use super::measure::Observed;
 use super::report::{CellRecord, Crossing};
 use super::{Cell, LAG_THRESHOLD_MS};
 
@@ -37,14 +37,9 @@ pub fn cell_record(cell: &Cell, observed: Observed) -> CellRecord {
         (None, None) => (None, None),
     };
     let bound = match (bound_load, &cpu, observed.limits) {
-        (Some(load), Some(cpu), Some(limits)) => Some(cost::bound(
-            load,
-            cpu,
-            &limits,
-            bound_rate,
-            None,
-            CONNECTIONS,
-        )),
+        (Some(load), Some(cpu), Some(limits)) => {
+            Some(cost::bound(load, cpu, &limits, bound_rate, None))
+        }
         _ => None,
     };
     CellRecord {

@@ -23,7 +23,7 @@ const IDLE: Duration = Duration::from_millis(300);
 const STATS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections of each load: enough that an open loop is never short of
 /// one, even when requests queue for a second.
-pub const CONNECTIONS: u32 = 256;
+const CONNECTIONS: u32 = 256;
 
 /// What a cell needs besides itself.
 #[derive(Debug)]

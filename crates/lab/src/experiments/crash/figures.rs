@@ -1,6 +1,7 @@
 //! From what a fault run saw to what `crash.json` says about it: pure
 //! arithmetic, tested on made-up observations.
 
+use harness::cost::{self, CpuRecord};
 use harness::loadgen::LoadSummary;
 use harness::record::CellStatus;
 use harness::timeline::{self, RecoveryRule};
@@ -76,6 +77,9 @@ pub fn fault_record(model: &str, fault: Fault, seen: Observed, rules: &Rules) ->
         orphans: seen.orphans,
         stopped: seen.stopped,
         left_running: seen.left_running.clone(),
+        cpu: None,
+        per_request: None,
+        bound: None,
         timeline: String::new(),
         windows: Vec::new(),
     };
@@ -109,6 +113,14 @@ pub fn fault_record(model: &str, fault: Fault, seen: Observed, rules: &Rules) ->
         record.in_flight_on_faulted_worker = slot.and_then(|s| before?.in_flight_on(s));
     }
 
+    if let (Some(load), Some(server)) = (&seen.load, seen.server) {
+        let cpu = CpuRecord::new(server, false, load.cpu_seconds, seen.load_wall_s);
+        record.per_request = cost::per_request(&cpu, load.summary.ok);
+        record.bound = seen
+            .limits
+            .map(|limits| cost::bound(&load.summary, &cpu, &limits, seen.rate_rps, None));
+        record.cpu = Some(cpu);
+    }
     if let Some(load) = &seen.load {
         count_requests(&mut record, &load.summary);
         let records = load.records.as_deref().unwrap_or_default();
@@ -212,8 +224,10 @@ fn burn_rates(lost: &mut [LostThread], later: &Stats, gap_ms: f64) {
 mod tests {
     use super::*;
     use crate::experiments::crash::report::Stopped;
+    use harness::cost::{BoundBy, Limits};
     use harness::loadgen::{LoadOutcome, RequestRecord};
     use harness::probe::StatsRead;
+    use harness::procs::Counters;
     use service::contract::{LostThread as LostStats, WorkerStats};
 
     fn stats(restarts: u64, state: SlotState, in_flight: u64) -> Stats {
@@ -312,6 +326,13 @@ mod tests {
                 cpu_seconds: 0.1,
                 records: Some(records),
             }),
+            server: Some(Counters {
+                user_s: 0.15,
+                system_s: 0.05,
+                ..Counters::default()
+            }),
+            load_wall_s: 2.0,
+            limits: Some(Limits::new(2, 2, None)),
             orphans: None,
             stopped: Some(Stopped::Exited(Some(0))),
             left_running: Vec::new(),
@@ -346,6 +367,12 @@ mod tests {
             (capacity.workers, capacity.workers_alive, capacity.restarts),
             (2, 2, 1)
         );
+        // 0.2 CPU seconds over the load's 2xx answers; the two resets are
+        // over 1% of the answers, so the fault's errors bound the load.
+        let ok = record.answered_ok as f64;
+        let per = record.per_request.unwrap();
+        assert!((per.cpu_us - 0.2e6 / ok).abs() < 1e-6, "{per:?} over {ok}");
+        assert_eq!(record.bound.unwrap().by, BoundBy::Errors);
     }
 
     #[test]

@@ -4,12 +4,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::TrialError;
 use harness::capacity;
+use harness::cost::Limits;
 use harness::loadgen::{LoadOutcome, LoadSpec, monotonic_ns};
 use harness::probe::{self, StatsRead};
+use harness::procs::{self, Counters};
 use harness::record::chain;
 use harness::servers::{Group, Server, ServerError, ServerKind, Servers, StartRequest};
 use harness::session::Session;
@@ -69,6 +71,12 @@ pub struct Observed {
     /// How the `/crash` request went: a status code, or `no answer (...)`.
     pub crash_answer: Option<String>,
     pub load: Option<LoadOutcome>,
+    /// What the server's processes spent during the load (a process that
+    /// died took its share with it), how long the load lasted, and the
+    /// limits the server ran under.
+    pub server: Option<Counters>,
+    pub load_wall_s: f64,
+    pub limits: Option<Limits>,
     /// After [`Fault::KillPrimary`]: what became of its workers.
     pub orphans: Option<Orphans>,
     /// How the server ended when the run stopped it.
@@ -204,6 +212,8 @@ fn load_and_inject(
         per_request: true,
         ..LoadSpec::new(urls, settings.concurrency, span)
     };
+    let counters_before = procs::counters(server.pid());
+    let load_started = Instant::now();
     let mut load = session.load(&spec, "crash")?;
     let zero = load
         .started_at_ns(Duration::from_secs(10))
@@ -271,6 +281,14 @@ fn load_and_inject(
         }
     }
     out.load = Some(load.wait(&session.interrupted)?);
+    out.load_wall_s = load_started.elapsed().as_secs_f64();
+    out.server = Some(procs::counters(server.pid()).since(counters_before));
+    let workers = if kind.single { 1 } else { settings.workers };
+    out.limits = Some(Limits::new(
+        usize::from(workers),
+        session.meta.machine.logical_cores,
+        settings.servers.pinning.as_ref(),
+    ));
     out.crash_answer = crash_request.map(|handle| handle.join().unwrap_or_else(|_| "?".into()));
 
     // The state after: the last read, then a second one to see how fast

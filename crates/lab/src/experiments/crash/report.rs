@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use harness::chart::{self, Chart, Panel, Series};
+use harness::cost::{Bound, CpuRecord, PerRequest};
 use harness::cpus::Pinning;
 use harness::record::{self, CellStatus, RunMeta, to_json};
 use harness::servers::ServerParams;
@@ -124,6 +125,15 @@ pub struct FaultRecord {
     pub stopped: Option<Stopped>,
     /// Server processes still running after it was stopped.
     pub left_running: Vec<i32>,
+    /// What the server's processes spent during the load (a process that
+    /// died took its share with it), per request answered, and what bound
+    /// the load. (Added within version 2.)
+    #[serde(default)]
+    pub cpu: Option<CpuRecord>,
+    #[serde(default)]
+    pub per_request: Option<PerRequest>,
+    #[serde(default)]
+    pub bound: Option<Bound>,
     /// The terminal line, one char per window.
     pub timeline: String,
     pub windows: Vec<WindowRecord>,
@@ -224,7 +234,7 @@ pub fn write_all(dir: &Path, run: &CrashRun) -> std::io::Result<()> {
     chart::write_files(dir, &charts)
 }
 
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 12] = [
     "model",
     "fault",
     "failed",
@@ -235,6 +245,8 @@ const COLUMNS: [&str; 10] = [
     "capacity after",
     "the /crash request",
     "stopped",
+    "CPU µs/req",
+    "bound",
 ];
 
 fn row(r: &FaultRecord) -> Vec<String> {
@@ -293,6 +305,8 @@ fn row(r: &FaultRecord) -> Vec<String> {
         },
         (None, stopped) => stopped.map_or("-".into(), Stopped::describe),
     });
+    row.push(record::opt(r.per_request.map(|p| p.cpu_us), 1));
+    row.push(r.bound.as_ref().map_or("-", |b| b.by.name()).to_owned());
     row
 }
 
@@ -341,7 +355,9 @@ pub fn render_markdown(run: &CrashRun) -> String {
          and the CPU they still burn. **stopped**: how the server ended when the run sent it \
          SIGTERM at the end; after `kill-primary`, what became of the workers of the killed \
          primary, one of them busy with a long request when it was killed (watched for 3 s, \
-         then killed by the harness).\n",
+         then killed by the harness). **CPU µs/req**: the server's processes' CPU time during \
+         the load per 2xx answer (a process that died took its share with it); **bound**: what \
+         limited the load, as in `lab run`.\n",
         p.recover_sustain_windows,
         p.recover_threshold * 100.0,
         p.window_ms,

@@ -173,8 +173,7 @@ pub fn cell_record(
                 efficiency
                     .as_ref()
                     .filter(|e| e.kind == "io")
-                    .map(|e| e.value),
-                cell.concurrency,
+                    .map(|e| (e.value, cell.concurrency)),
             )),
             _ => None,
         },

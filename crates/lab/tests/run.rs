@@ -95,6 +95,13 @@ fn a_tiny_matrix_runs_end_to_end() {
             "{what}: RSS >= PSS"
         );
         assert!(cell.cpu.as_ref().expect("cpu").loadgen_s > 0.0, "{what}");
+        let per = cell.per_request.expect("CPU per request");
+        assert!(
+            per.cpu_us > 0.0 && per.user_us + per.system_us > 0.0,
+            "{what}"
+        );
+        assert!(per.voluntary_switches.is_some(), "{what}: context switches");
+        assert!(cell.bound.is_some(), "{what}: bound");
         assert_eq!(cell.exit_code, Some(0), "{what}: exit code");
         assert!(cell.left_running.is_empty(), "{what}: left running");
     }
@@ -125,6 +132,72 @@ fn a_tiny_matrix_runs_end_to_end() {
         );
         assert!(table.contains("PSS peak MiB"));
     }
+}
+
+#[test]
+fn repeats_interleave_and_pinning_splits_the_cpus() {
+    let out = scratch("repeat-pin");
+    let args = [
+        "run",
+        "--quick",
+        "--models",
+        "prefork,threadpool",
+        "--workloads",
+        "noop",
+        "--workers",
+        "1",
+        "--concurrency",
+        "4",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0",
+        "--repeat",
+        "2",
+        "--pin",
+        "on",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "rp",
+    ];
+    let run: RunRecord = lab_ok(&args, &out, "rp", "run.json");
+    // All cells once, then all again.
+    let order: Vec<(&str, u32)> = run
+        .cells
+        .iter()
+        .map(|c| (c.model.as_str(), c.repeat))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("prefork", 1),
+            ("threadpool", 1),
+            ("prefork", 2),
+            ("threadpool", 2)
+        ]
+    );
+    // The server and the load generator on disjoint CPUs, recorded.
+    let pinning = run.params.pinning.as_ref().expect("pinning recorded");
+    assert!(!pinning.server.is_empty() && !pinning.loadgen.is_empty());
+    assert!(
+        pinning
+            .server
+            .iter()
+            .all(|cpu| !pinning.loadgen.contains(cpu))
+    );
+    for cell in &run.cells {
+        assert_eq!(cell.status, CellStatus::Ok, "{:?}", cell.error);
+        // Pinned apart, they cannot be bound by the cores they share.
+        let bound = cell.bound.as_ref().expect("bound");
+        assert_ne!(bound.by.name(), "shared cores", "{bound:?}");
+    }
+    let summary = std::fs::read_to_string(out.join("rp").join("summary.md")).unwrap();
+    assert!(
+        summary.contains("Each cell ran 2 times, interleaved"),
+        "{summary}"
+    );
+    assert!(summary.contains("min / median / max"), "{summary}");
 }
 
 #[test]

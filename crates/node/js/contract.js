@@ -12,6 +12,7 @@
 // the documented deviations in CONTRACT.md's Node section.
 
 const fs = require('node:fs');
+const { Readable, pipeline } = require('node:stream');
 const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
@@ -39,6 +40,12 @@ const LAG_RESOLUTION_MS = 10;
 const U64_MAX = 2n ** 64n - 1n;
 const ITERS = { min: 1n, max: 10000000n, default: 5000n };
 const IO_MS = { min: 0n, max: 60000n, default: 20n };
+// `/stream` and `/buffer`: N MiB in 64 KiB chunks, each one letter, a to z,
+// cycling (crates/service/src/download.rs).
+const MB = { min: 1n, max: 64n, default: 1n };
+const CHUNK = 64 * 1024;
+const MIB = 1024 * 1024;
+const OCTETS = 'application/octet-stream';
 
 const TEXT = 'text/plain; charset=utf-8';
 const JSON_TYPE = 'application/json';
@@ -450,9 +457,6 @@ function reply(ctx, res, status, body, worker, extra, type = TEXT) {
   if (status >= 500 && worker === ctx.loopWorker) ctx.counters.errors++;
 }
 
-// The request target's path and query. An absolute-form target
-// (`http://host/path?q`) has its scheme and authority taken off, as hyper's
-// `Uri::path` does.
 // `/stats`'s `processes`: each live process of the server as /proc shows
 // it, read by the process that answers, as the Rust servers do
 // (crates/service/src/procself.rs). Node has no sysconf: /proc/PID/stat
@@ -498,6 +502,44 @@ function readProcess(pid) {
   }
 }
 
+function letter(chunk) {
+  return 97 + (chunk % 26); // 'a'
+}
+
+// `/buffer`: the whole body in memory before a byte is sent.
+function buffer(mb) {
+  const body = Buffer.alloc(mb * MIB);
+  for (let chunk = 0; chunk < (mb * MIB) / CHUNK; chunk++) {
+    body.fill(letter(chunk), chunk * CHUNK, (chunk + 1) * CHUNK);
+  }
+  return body;
+}
+
+// `/stream`: a Readable whose read() makes the next chunk only when the
+// stream asks for it, piped into the response with pipeline(), which stops
+// reading while res.write() returns false: a slow client holds about one
+// chunk plus the socket's buffers.
+function stream(ctx, res, mb, worker) {
+  res[REPLIED] = true;
+  const count = (mb * MIB) / CHUNK;
+  let next = 0;
+  const chunks = new Readable({
+    highWaterMark: CHUNK,
+    read() {
+      this.push(next < count ? Buffer.alloc(CHUNK, letter(next++)) : null);
+    },
+  });
+  const headers = { 'content-type': OCTETS, 'x-worker': worker, 'content-length': mb * MIB };
+  if (ctx.stopping) headers.connection = 'close';
+  res.writeHead(200, headers);
+  pipeline(chunks, res, () => {
+    ctx.counters.in_flight--;
+  });
+}
+
+// The request target's path and query. An absolute-form target
+// (`http://host/path?q`) has its scheme and authority taken off, as hyper's
+// `Uri::path` does.
 function splitTarget(url) {
   let target = url;
   if (target[0] !== '/') {
@@ -548,6 +590,8 @@ const METHODS = {
   '/io': 'GET',
   '/data': 'GET',
   '/stats': 'GET',
+  '/stream': 'GET',
+  '/buffer': 'GET',
   '/crash': 'POST',
 };
 
@@ -589,6 +633,14 @@ function route(ctx, req, res) {
       const key = numberParam(query, 'key', { min: 0n, max: U64_MAX });
       if (key.error) reply(ctx, res, 400, key.error, main);
       else reply(ctx, res, 200, `${dataset.checksum(ctx.dataset, key.value)}\n`, main);
+      return;
+    }
+    case '/stream':
+    case '/buffer': {
+      const mb = numberParam(query, 'mb', MB);
+      if (mb.error) reply(ctx, res, 400, mb.error, main);
+      else if (path === '/buffer') reply(ctx, res, 200, buffer(Number(mb.value)), main, null, OCTETS);
+      else stream(ctx, res, Number(mb.value), main);
       return;
     }
     case '/stats':

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::server::conn::http1;
@@ -26,9 +26,13 @@ use tokio::sync::mpsc;
 use crate::accept;
 use crate::crash::CrashMode;
 use crate::dataset::Dataset;
+use crate::download::{self, Chunks, MB_RANGE};
 use crate::job::{BoxFuture, Job, JobError, WorkerId};
 use crate::kernel::ITERS_RANGE;
 use crate::slot::{InFlight, WorkerSlot};
+
+/// The content type of `/stream` and `/buffer`.
+const OCTETS: &str = "application/octet-stream";
 
 /// The largest request body accepted; larger ones get 413.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -277,7 +281,7 @@ async fn handle(
     app: Arc<App>,
     without: Without,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ResponseBody>, Infallible> {
     let slot = &app.slots[app.loop_slot];
     let _in_flight = (!without.stats).then(|| InFlight::enter(slot));
     let reply = if without.routing {
@@ -317,9 +321,12 @@ fn worker_header(worker: WorkerId) -> HeaderValue {
     }
 }
 
+/// Every answer's body: whole (`Full`), or made as it is sent (`/stream`).
+pub type ResponseBody = Either<Full<Bytes>, Chunks>;
+
 /// An answer, and the worker that produced it when that is not the loop.
 struct Reply {
-    response: Response<Full<Bytes>>,
+    response: Response<ResponseBody>,
     worker: Option<WorkerId>,
 }
 
@@ -339,7 +346,11 @@ impl Reply {
     }
 
     fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Self {
-        let mut response = Response::new(Full::new(body));
+        Self::with_body(status, content_type, Either::Left(Full::new(body)))
+    }
+
+    fn with_body(status: StatusCode, content_type: &'static str, body: ResponseBody) -> Self {
+        let mut response = Response::new(body);
         *response.status_mut() = status;
         response
             .headers_mut()
@@ -388,7 +399,9 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
     let query = parts.uri.query();
 
     let method = match parts.uri.path() {
-        "/" | "/health" | "/cpu" | "/io" | "/data" | "/stats" => Method::GET,
+        "/" | "/health" | "/cpu" | "/io" | "/data" | "/stats" | "/stream" | "/buffer" => {
+            Method::GET
+        }
         "/crash" => Method::POST,
         _ => return Err(Reply::new(StatusCode::NOT_FOUND, "not found\n")),
     };
@@ -425,6 +438,14 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
             let key = number_param(query, "key", 0..=u64::MAX, None).map_err(bad_request)?;
             let sum = dataset.checksum(key).expect("dataset is not empty");
             Ok(Reply::new(StatusCode::OK, sum + "\n"))
+        }
+        "/stream" | "/buffer" => {
+            let mb = number_param(query, "mb", MB_RANGE, Some(1)).map_err(bad_request)? as usize;
+            let body = match parts.uri.path() {
+                "/stream" => Either::Right(Chunks::new(mb)),
+                _ => Either::Left(Full::new(download::buffer(mb))),
+            };
+            Ok(Reply::with_body(StatusCode::OK, OCTETS, body))
         }
         "/stats" => {
             let mut stats = app.model.stats();

@@ -18,6 +18,8 @@
 //! - [`ticker`]: the 10 ms timer that measures event-loop lag and writes the
 //!   heartbeat supervisors use to find hung workers.
 //! - [`dataset`]: the read-only bytes behind `/data`, for the memory lesson.
+//! - [`download`]: `/stream` and `/buffer`, N MiB sent chunk by chunk or
+//!   built whole first, for the streams vs buffers lesson.
 //! - [`crash`]: the faults behind `/crash`.
 //! - [`procself`]: the server's own processes as `/proc` shows them, for
 //!   `/stats`.
@@ -35,6 +37,7 @@ pub mod cli;
 pub mod contract;
 pub mod crash;
 pub mod dataset;
+pub mod download;
 pub mod http;
 pub mod job;
 pub mod kernel;

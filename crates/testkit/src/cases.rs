@@ -158,6 +158,23 @@ pub fn endpoints(bin: &str, extra: &[&str], profile: Profile) {
     assert_eq!(ok("/io?ms=5").body, "io\n");
     assert_eq!(ok("/io").body, "io\n");
 
+    // The same bytes streamed and buffered: 64 KiB chunks, a letter each.
+    for path in ["/stream?mb=2", "/buffer?mb=2", "/stream"] {
+        let response = ok(path);
+        let body = response.body.as_bytes();
+        let mib = if path.ends_with("mb=2") { 2 } else { 1 };
+        assert_eq!(body.len(), mib << 20, "GET {path}");
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/octet-stream")
+        );
+        let offsets = [0, (64 << 10) - 1, 64 << 10, 26 << 16, body.len() - 1];
+        for offset in offsets.into_iter().filter(|&offset| offset < body.len()) {
+            let expected = service::download::byte_at(offset);
+            assert_eq!(body[offset], expected, "GET {path} at {offset}");
+        }
+    }
+
     let sum = ok("/data?key=3").body;
     assert_eq!(sum.trim_end().len(), 16, "{sum:?}");
     assert!(
@@ -235,6 +252,10 @@ pub fn bad_input(bin: &str, extra: &[&str], profile: Profile) {
         ("GET /cpu?iters=-5 HTTP/1.1\r\n", 400, "iters"),
         ("GET /io?ms=60001 HTTP/1.1\r\n", 400, "0..=60000"),
         ("GET /io?ms=soon HTTP/1.1\r\n", 400, "ms"),
+        ("GET /stream?mb=0 HTTP/1.1\r\n", 400, "1..=64"),
+        ("GET /buffer?mb=65 HTTP/1.1\r\n", 400, "1..=64"),
+        ("GET /stream?mb=x HTTP/1.1\r\n", 400, "mb"),
+        ("POST /stream HTTP/1.1\r\ncontent-length: 0\r\n", 405, "GET"),
         ("GET /data?key=1 HTTP/1.1\r\n", 404, "dataset"),
         ("GET /nowhere HTTP/1.1\r\n", 404, ""),
         ("POST / HTTP/1.1\r\ncontent-length: 0\r\n", 405, "GET"),

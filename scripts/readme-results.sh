@@ -24,6 +24,8 @@ scripts/machinery-cost.sh 5 3s
 lab balance --name "$stamp-balance"
 # What CPU work on an event loop does to the latency of everything else.
 lab block --name "$stamp-block"
+# Streams vs buffers: what slow clients cost the server's memory.
+lab stream --name "$stamp-stream"
 # What pinning the server and the load generator to disjoint CPUs changes.
 lab run --pin on --models bare,prefork,threadpool,node-cluster,node-threads \
   --workloads noop,cpu --workers 1,2 --duration 3s --name "$stamp-pinned"

@@ -13,6 +13,7 @@
 //!   and kills the group if dropped.
 //! - [`loadgen`] (a crate of its own, re-exported): oha in a child process.
 //! - [`capacity`]: measure a server's capacity, offer a share of it.
+//! - [`slowread`]: clients that download slowly, for backpressure.
 //! - [`procs`]: memory (PSS/USS/RSS) and CPU time of a server's processes.
 //! - [`cost`]: what the server spent per request during a load, and what
 //!   bound the load (the same figures in every experiment).
@@ -35,6 +36,7 @@ pub mod procs;
 pub mod record;
 pub mod servers;
 pub mod session;
+pub mod slowread;
 pub mod timeline;
 
 pub use loadgen;

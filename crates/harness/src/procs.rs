@@ -151,6 +151,18 @@ pub fn process_cpu_s(pid: i32) -> Option<f64> {
     Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
+/// The memory the kernel holds for every TCP socket's buffers, machine-wide
+/// (`mem` of the `TCP:` line of `/proc/net/sockstat`, in pages): where the
+/// bytes a slow client has not read wait when a server does not hold them.
+pub fn kernel_tcp_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    words.find(|&w| w == "mem")?;
+    let pages: u64 = words.next()?.parse().ok()?;
+    Some(pages * procfs::page_size())
+}
+
 /// The [`Counters`] of group `pgid` now.
 pub fn counters(pgid: i32) -> Counters {
     let ticks = procfs::ticks_per_second() as f64;
@@ -397,6 +409,11 @@ mod tests {
         assert_eq!(diff.user_s, 0.0);
         assert!((diff.system_s - 0.2).abs() < 1e-9);
         assert_eq!((diff.voluntary, diff.involuntary), (0, 0));
+    }
+
+    #[test]
+    fn the_kernels_tcp_memory_is_readable_here() {
+        assert!(kernel_tcp_bytes().is_some());
     }
 
     #[test]

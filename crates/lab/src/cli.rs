@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::Error;
-use crate::experiments::{balance, block, crash, run};
+use crate::experiments::{balance, block, crash, run, stream};
 
 /// The harness for the lab's server models.
 #[derive(Parser, Debug)]
@@ -37,6 +37,10 @@ pub enum Command {
     /// work arrives alongside at rising shares of the cores, and write
     /// results/<run name>/block.{json,md,svg}.
     Block(block::BlockArgs),
+    /// Streams vs buffers: slow clients download from `/stream` and
+    /// `/buffer` while the server's memory is sampled, and write
+    /// results/<run name>/stream.{json,md,svg}.
+    Stream(stream::StreamArgs),
     /// Internal: run the load generator (oha) in this process. The harness
     /// starts it as a child so the load generator is its own process.
     #[command(hide = true)]
@@ -76,6 +80,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Block(args) => match block::main(&args, lab_exe) {
             Err(e) => report(e),
             Ok(run) => ended(run.meta.interrupted, run.failed(), "cell(s)", "block.md"),
+        },
+        Command::Stream(args) => match stream::main(&args, lab_exe) {
+            Err(e) => report(e),
+            Ok(run) => ended(run.meta.interrupted, run.failed(), "cell(s)", "stream.md"),
         },
         Command::Crash(args) => match crash::main(&args, lab_exe) {
             Err(e) => report(e),

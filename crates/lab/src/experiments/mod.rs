@@ -6,3 +6,4 @@ pub mod balance;
 pub mod block;
 pub mod crash;
 pub mod run;
+pub mod stream;

@@ -1,0 +1,134 @@
+//! One cell, measured: start the server, sample its memory while the slow
+//! clients download, stop it. The result is working data ([`Observed`]);
+//! [`super::figures`] makes the record.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use harness::TrialError;
+use harness::procs::{self, Memory, Sampler};
+use harness::record::chain;
+use harness::servers::{Servers, StartRequest};
+use harness::session::Session;
+use harness::slowread::{self, Download, SlowSpec};
+
+use super::{Cell, Settings};
+
+const GRACE_MS: u64 = 2_000;
+const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What a cell needs besides itself.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    pub session: &'a Session,
+    pub servers: &'a Servers,
+    pub settings: &'a Settings,
+}
+
+/// What one cell measured, as far as it got.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub idle: Option<Memory>,
+    pub peak: Option<Memory>,
+    pub samples: u32,
+    /// The most memory the kernel held for TCP sockets, machine-wide
+    /// (`/proc/net/sockstat`), during the downloads.
+    pub kernel_tcp_peak: Option<u64>,
+    pub downloads: Vec<Download>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub stderr_tail: Vec<String>,
+}
+
+/// Measures `cell`; `None` only when interrupted.
+pub fn cell(setup: &Setup, cell: &Cell) -> Option<Observed> {
+    let mut observed = Observed::default();
+    let result = measure(setup, cell, &mut observed);
+    if setup.session.is_interrupted() {
+        return None;
+    }
+    if let Err(error) = result {
+        observed.error = Some(chain(&error));
+    }
+    Some(observed)
+}
+
+/// Samples the kernel's TCP memory on a thread until stopped, keeping the
+/// most seen.
+struct KernelTcp {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Option<u64>>,
+}
+
+impl KernelTcp {
+    fn start(interval: Duration) -> KernelTcp {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut peak = None;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(procs::kernel_tcp_bytes());
+                std::thread::sleep(interval);
+            }
+            peak
+        });
+        KernelTcp { stop, handle }
+    }
+
+    fn stop(self) -> Option<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().ok().flatten()
+    }
+}
+
+fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialError> {
+    let settings = setup.settings;
+    let request = StartRequest {
+        workers: settings.workers,
+        grace_ms: GRACE_MS,
+        allow_crash: false,
+        worker_timeout_ms: None,
+        env: Vec::new(),
+        balance: None,
+        offload: None,
+    };
+    let mut server = match setup.servers.start(&cell.kind, &request) {
+        Ok(server) => server,
+        Err(failure) => {
+            out.stderr_tail = failure.stderr;
+            return Err(failure.error.into());
+        }
+    };
+    let stderr = server.stderr.clone();
+    std::thread::sleep(Duration::from_millis(300));
+    let pgid = server.pid();
+    out.idle = Some(procs::sample_group(pgid).memory);
+    let sampler = Sampler::start(pgid, SAMPLE_INTERVAL);
+    // Generous: the whole body at the client's pace, three times over.
+    let pace = Duration::from_secs_f64(f64::from(settings.mb) * 1048576.0 / settings.rate as f64);
+    let spec = SlowSpec {
+        addr: server.addr,
+        path: format!("/{}?mb={}", cell.endpoint, settings.mb),
+        clients: cell.clients,
+        rate: settings.rate,
+        recv_buffer: settings.recv_buffer,
+        timeout: pace * 3 + Duration::from_secs(10),
+    };
+    let kernel = KernelTcp::start(SAMPLE_INTERVAL);
+    out.downloads = slowread::download_all(&spec);
+    out.kernel_tcp_peak = kernel.stop();
+    let sampled = sampler.stop();
+    out.peak = Some(sampled.peak);
+    out.samples = sampled.samples;
+    if let Err(error) = server.check_alive() {
+        out.stderr_tail = stderr.lines();
+        return Err(error.into());
+    }
+    let (code, _left) = server.stop(Duration::from_millis(GRACE_MS + 3_000))?;
+    out.exit_code = code;
+    if code != Some(0) {
+        out.stderr_tail = stderr.lines();
+    }
+    Ok(())
+}

@@ -26,6 +26,8 @@ lab balance --name "$stamp-balance"
 lab block --name "$stamp-block"
 # Streams vs buffers: what slow clients cost the server's memory.
 lab stream --name "$stamp-stream"
+# C10K: what an idle connection costs each model.
+lab conns --name "$stamp-conns"
 # What pinning the server and the load generator to disjoint CPUs changes.
 lab run --pin on --models bare,prefork,threadpool,node-cluster,node-threads \
   --workloads noop,cpu --workers 1,2 --duration 3s --name "$stamp-pinned"

@@ -14,6 +14,7 @@
 //! - [`loadgen`] (a crate of its own, re-exported): oha in a child process.
 //! - [`capacity`]: measure a server's capacity, offer a share of it.
 //! - [`slowread`]: clients that download slowly, for backpressure.
+//! - [`holder`]: idle connections held open, for memory per connection.
 //! - [`procs`]: memory (PSS/USS/RSS) and CPU time of a server's processes.
 //! - [`cost`]: what the server spent per request during a load, and what
 //!   bound the load (the same figures in every experiment).
@@ -30,6 +31,7 @@ pub mod chart;
 pub mod clock;
 pub mod cost;
 pub mod cpus;
+pub mod holder;
 pub mod kernel;
 pub mod probe;
 pub mod procs;

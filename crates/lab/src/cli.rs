@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::Error;
-use crate::experiments::{balance, block, crash, run, stream};
+use crate::experiments::{balance, block, conns, crash, run, stream};
 
 /// The harness for the lab's server models.
 #[derive(Parser, Debug)]
@@ -41,6 +41,10 @@ pub enum Command {
     /// `/buffer` while the server's memory is sampled, and write
     /// results/<run name>/stream.{json,md,svg}.
     Stream(stream::StreamArgs),
+    /// Idle connections: each kind's memory as it holds rising numbers of
+    /// idle keep-alive connections, and write
+    /// results/<run name>/conns.{json,md,svg}.
+    Conns(conns::ConnsArgs),
     /// Internal: run the load generator (oha) in this process. The harness
     /// starts it as a child so the load generator is its own process.
     #[command(hide = true)]
@@ -80,6 +84,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Block(args) => match block::main(&args, lab_exe) {
             Err(e) => report(e),
             Ok(run) => ended(run.meta.interrupted, run.failed(), "cell(s)", "block.md"),
+        },
+        Command::Conns(args) => match conns::main(&args, lab_exe) {
+            Err(e) => report(e),
+            Ok(run) => ended(run.meta.interrupted, run.failed(), "kind(s)", "conns.md"),
         },
         Command::Stream(args) => match stream::main(&args, lab_exe) {
             Err(e) => report(e),

@@ -85,6 +85,10 @@ pub struct StartRequest {
     pub balance: Option<Balance>,
     /// `--offload`, for a kind that takes it (`lab block`).
     pub offload: Option<Offload>,
+    /// `--header-timeout-ms`, for a contract server: how long an idle
+    /// connection may stay (`lab conns` holds them longer than the
+    /// default).
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// Where the servers come from, and how they are configured.
@@ -252,6 +256,9 @@ impl Servers {
                     ..self.options.clone()
                 };
                 args.extend(kind.flags(&options));
+                if let Some(ms) = request.idle_timeout_ms.filter(|_| kind.contract) {
+                    args.extend(["--header-timeout-ms".into(), ms.to_string()]);
+                }
                 if let Some(offload) = request.offload.filter(|_| kind.offloads) {
                     args.extend(["--offload".into(), offload.name().into()]);
                 }

@@ -4,6 +4,7 @@
 
 pub mod balance;
 pub mod block;
+pub mod conns;
 pub mod crash;
 pub mod run;
 pub mod stream;

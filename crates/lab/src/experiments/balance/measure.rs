@@ -143,6 +143,7 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
         env: Vec::new(),
         balance: Some(cell.policy.balance),
         offload: None,
+        idle_timeout_ms: None,
     };
     let mut server = match setup.servers.start(&cell.policy.kind, &request) {
         Ok(server) => server,

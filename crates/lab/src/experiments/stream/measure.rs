@@ -92,6 +92,7 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
         env: Vec::new(),
         balance: None,
         offload: None,
+        idle_timeout_ms: None,
     };
     let mut server = match setup.servers.start(&cell.kind, &request) {
         Ok(server) => server,

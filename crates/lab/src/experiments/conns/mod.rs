@@ -1,0 +1,131 @@
+//! `lab conns`: what an idle connection costs each model.
+//!
+//! The C10K question, measured: for each server kind, open idle keep-alive
+//! connections (each after one request) in steps up to N, and at each step
+//! read the server tree's PSS, the kernel's TCP memory beside it (socket
+//! buffers are not in any process's PSS), and the latency of a light
+//! request stream on fresh connections while all of them are held. A
+//! straight line through (connections, PSS) gives the memory per
+//! connection and the base; the record extrapolates both to 100,000
+//! connections and says how far the machine really went, and why it
+//! stopped if it stopped early.
+//!
+//! - [`args`]: the command line, converted into [`Settings`].
+//! - [`measure`]: one kind, step by step, into working data.
+//! - [`figures`]: working data into the record, the fit included (pure).
+//! - [`report`]: `conns.json`, `conns.md`, `conns.svg`.
+
+pub mod args;
+pub mod figures;
+pub mod measure;
+pub mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use harness::record::CellStatus;
+use harness::servers::ServerKind;
+use harness::session::{self, Session};
+
+pub use args::ConnsArgs;
+
+use crate::Error;
+use crate::args::ServerSettings;
+use report::{ConnsParams, ConnsRun};
+
+/// The scenario the fit is extrapolated to.
+pub const EXTRAPOLATE_TO: usize = 100_000;
+
+/// `lab conns`'s plain settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub quick: bool,
+    pub kinds: Vec<ServerKind>,
+    /// Connections held at each step, rising.
+    pub steps: Vec<usize>,
+    pub workers: u16,
+    /// The light stream: requests per second, for how long, at each step.
+    pub light_rate: f64,
+    pub light_duration: Duration,
+    pub servers: ServerSettings,
+}
+
+/// Runs every kind, rewriting the files after each; prints the table at
+/// the end.
+pub fn main(args: &ConnsArgs, lab_exe: PathBuf) -> Result<ConnsRun, Error> {
+    let settings = args.settings().map_err(Error::BadInput)?;
+    // The servers started from here inherit the raised limit.
+    let descriptor_limit = harness::holder::raise_descriptor_limit()
+        .map_err(|e| Error::BadInput(format!("cannot raise the descriptor limit: {e}")))?;
+    let name = args.output.name.clone().unwrap_or_else(|| {
+        session::default_name(if settings.quick {
+            "conns-quick"
+        } else {
+            "conns"
+        })
+    });
+    let session = Session::open(
+        &args.output.out,
+        &name,
+        lab_exe,
+        settings.servers.pinning.clone(),
+    )?;
+    let (servers, kinds) = settings.servers.prepare(&settings.kinds)?;
+    let mut run = ConnsRun {
+        schema_version: report::SCHEMA_VERSION,
+        meta: session.meta.clone(),
+        params: ConnsParams {
+            quick: settings.quick,
+            models: kinds.iter().map(|k| k.name.clone()).collect(),
+            steps: settings.steps.clone(),
+            workers: settings.workers,
+            light_rate: settings.light_rate,
+            light_duration_s: settings.light_duration.as_secs_f64(),
+            descriptor_limit,
+            extrapolate_to: EXTRAPOLATE_TO,
+            servers: servers.params(&kinds),
+            pinning: settings.servers.pinning.clone(),
+        },
+        cells: Vec::new(),
+    };
+    let setup = measure::Setup {
+        session: &session,
+        servers: &servers,
+        settings: &settings,
+    };
+    let write = |run: &ConnsRun| {
+        report::write_all(&session.dir, run).map_err(|source| Error::Output {
+            path: session.dir.clone(),
+            source,
+        })
+    };
+    write(&run)?;
+    session.each(
+        &kinds,
+        |kind| kind.name.clone(),
+        |kind, progress| -> Result<bool, Error> {
+            let Some(observed) = measure::kind(&setup, kind) else {
+                return Ok(false);
+            };
+            let record = figures::cell_record(&kind.name, observed);
+            progress.suspend(|| match record.status {
+                CellStatus::Ok => {
+                    tracing::info!("{}: {}", kind.name, report::summary_line(&record))
+                }
+                CellStatus::Failed => tracing::warn!(
+                    "{} failed: {}",
+                    kind.name,
+                    record.error.as_deref().unwrap_or("?")
+                ),
+            });
+            run.cells.push(record);
+            write(&run)?;
+            Ok(true)
+        },
+    )?;
+    session.finish(&mut run.meta);
+    write(&run)?;
+    println!("{}", report::table(&run));
+    println!("results in {}", session.dir.display());
+    Ok(run)
+}

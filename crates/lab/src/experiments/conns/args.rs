@@ -12,7 +12,8 @@ use crate::args::{OutputArgs, ServerArgs, dedup};
 /// connections rising 1000, 4000, 10000; about 2 minutes.
 #[derive(Args, Debug, Clone)]
 pub struct ConnsArgs {
-    /// The short version: 200 and 1000 connections; under a minute here.
+    /// The short version: one step of 500 connections, a shorter light
+    /// stream; under a minute here.
     #[arg(long)]
     pub quick: bool,
 
@@ -21,7 +22,7 @@ pub struct ConnsArgs {
     pub models: Vec<String>,
 
     /// Idle connections to hold at each step, rising [default:
-    /// 1000,4000,10000; quick: 200,1000]. Each connection is a descriptor
+    /// 1000,4000,10000; quick: 500]. Each connection is a descriptor
     /// in the lab and in the server: the machine's limits decide how far
     /// this can go, and the record says where it stopped and why.
     #[arg(long, value_delimiter = ',', value_name = "N,..",
@@ -51,7 +52,7 @@ impl ConnsArgs {
         };
         let mut steps: Vec<usize> = if self.steps.is_empty() {
             if self.quick {
-                vec![200, 1000]
+                vec![500]
             } else {
                 vec![1000, 4000, 10_000]
             }
@@ -66,7 +67,7 @@ impl ConnsArgs {
             workers: self.workers,
             light_rate: 100.0,
             light_duration: if self.quick {
-                Duration::from_secs(1)
+                Duration::from_millis(500)
             } else {
                 Duration::from_secs(2)
             },

@@ -3,12 +3,15 @@
 //! The shape, dependencies pointing one way:
 //!
 //! ```text
-//! main.rs ─► cli ─► experiments::{run, crash} ─► args ─► harness (the core) ─► loadgen (oha)
-//!                                   └───────────────────► harness
+//! main.rs ─► cli ─► experiments::{run, crash, balance, block, stream, conns}
+//!                       ├─► args, cells
+//!                       └─► harness (the core) ─► loadgen (oha)
 //! ```
 //!
 //! - [`cli`]: the `lab` command and its subcommands; exit codes.
 //! - [`args`]: flags more than one experiment takes, and value parsers.
+//! - [`cells`]: the loop of the experiments whose record is a list of
+//!   cells (measure, record, log, rewrite the files).
 //! - [`experiments`]: one folder each, with the same few files: `args`
 //!   (its command line, converted there into plain settings), `measure`
 //!   (working data), `figures` (working data into records, pure), `report`
@@ -20,6 +23,7 @@
 //! `tests/architecture.rs` checks these directions on the source.
 
 pub mod args;
+pub mod cells;
 pub mod cli;
 pub mod experiments;
 

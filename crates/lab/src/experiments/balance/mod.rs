@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use harness::kernel::{self, Runtime};
-use harness::record::CellStatus;
 use harness::servers::ServerKind;
 use harness::session::{self, Session};
 use serde::{Deserialize, Serialize};
@@ -39,8 +38,8 @@ use service::contract::Balance;
 
 pub use args::BalanceArgs;
 
-use crate::Error;
 use crate::args::{ServerSettings, dedup};
+use crate::{Error, cells};
 use report::{BalanceParams, BalanceRun};
 
 /// A load shape that lets one policy or another show its imbalance.
@@ -256,34 +255,10 @@ pub fn main(args: &BalanceArgs, lab_exe: PathBuf) -> Result<BalanceRun, Error> {
             .map_or(session.meta.machine.logical_cores, |p| p.server.len()),
         cost_ms: &cost_ms,
     };
-    let write = |run: &BalanceRun| {
-        report::write_all(&session.dir, run).map_err(|source| Error::Output {
-            path: session.dir.clone(),
-            source,
-        })
-    };
-    write(&run)?;
-    session.each(
-        &cells,
-        ToString::to_string,
-        |cell, progress| -> Result<bool, Error> {
-            let Some(observed) = measure::cell(&setup, cell) else {
-                return Ok(false);
-            };
-            let record = figures::cell_record(cell, observed);
-            progress.suspend(|| match record.status {
-                CellStatus::Ok => tracing::info!("{cell}: {}", report::summary_line(&record)),
-                CellStatus::Failed => {
-                    tracing::warn!("{cell} failed: {}", record.error.as_deref().unwrap_or("?"))
-                }
-            });
-            run.cells.push(record);
-            write(&run)?;
-            Ok(true)
-        },
-    )?;
-    session.finish(&mut run.meta);
-    write(&run)?;
+    cells::each(&session, &mut run, &cells, ToString::to_string, |cell| {
+        let observed = measure::cell(&setup, cell)?;
+        Some(figures::cell_record(cell, observed))
+    })?;
     println!("{}", report::tables(&run));
     println!("results in {}", session.dir.display());
     Ok(run)

@@ -15,6 +15,8 @@ use harness::loadgen::LoadSummary;
 use harness::record::{self, CellStatus, RunMeta, failed_row, markdown_table, opt, to_json};
 use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
+
+use crate::cells;
 use service::contract::Balance;
 
 use super::Scenario;
@@ -114,6 +116,31 @@ pub struct Fairness {
     /// The share of the connections the two busiest workers took (Node's
     /// documentation reports over 70% on 2 of 8 without round-robin).
     pub connections_top2_share: Option<f64>,
+}
+
+impl cells::RunRecord for BalanceRun {
+    type Cell = CellRecord;
+
+    fn meta_mut(&mut self) -> &mut RunMeta {
+        &mut self.meta
+    }
+
+    fn push(&mut self, cell: CellRecord) {
+        self.cells.push(cell);
+    }
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        write_all(dir, self)
+    }
+}
+
+impl cells::CellRecord for CellRecord {
+    fn outcome(&self) -> Result<String, &str> {
+        match self.status {
+            CellStatus::Ok => Ok(summary_line(self)),
+            CellStatus::Failed => Err(self.error.as_deref().unwrap_or("?")),
+        }
+    }
 }
 
 /// Writes `balance.json`, `balance.md` and the charts, each whole.

@@ -29,15 +29,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use harness::kernel::{self, Runtime};
-use harness::record::CellStatus;
 use harness::servers::ServerKind;
 use harness::session::{self, Session};
 use service::contract::Offload;
 
 pub use args::BlockArgs;
 
-use crate::Error;
 use crate::args::{ServerSettings, dedup};
+use crate::{Error, cells};
 use report::{BlockParams, BlockRun};
 
 /// The monitoring threshold the lesson is told with: an event loop whose
@@ -194,34 +193,10 @@ pub fn main(args: &BlockArgs, lab_exe: PathBuf) -> Result<BlockRun, Error> {
         cores,
         cost_ms: &cost_ms,
     };
-    let write = |run: &BlockRun| {
-        report::write_all(&session.dir, run).map_err(|source| Error::Output {
-            path: session.dir.clone(),
-            source,
-        })
-    };
-    write(&run)?;
-    session.each(
-        &cells,
-        ToString::to_string,
-        |cell, progress| -> Result<bool, Error> {
-            let Some(observed) = measure::cell(&setup, cell) else {
-                return Ok(false);
-            };
-            let record = figures::cell_record(cell, observed);
-            progress.suspend(|| match record.status {
-                CellStatus::Ok => tracing::info!("{cell}: {}", report::summary_line(&record)),
-                CellStatus::Failed => {
-                    tracing::warn!("{cell} failed: {}", record.error.as_deref().unwrap_or("?"))
-                }
-            });
-            run.cells.push(record);
-            write(&run)?;
-            Ok(true)
-        },
-    )?;
-    session.finish(&mut run.meta);
-    write(&run)?;
+    cells::each(&session, &mut run, &cells, ToString::to_string, |cell| {
+        let observed = measure::cell(&setup, cell)?;
+        Some(figures::cell_record(cell, observed))
+    })?;
     println!("{}", report::tables(&run));
     println!("results in {}", session.dir.display());
     Ok(run)

@@ -15,6 +15,8 @@ use harness::loadgen::LoadSummary;
 use harness::record::{self, CellStatus, RunMeta, failed_row, markdown_table, opt, to_json};
 use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
+
+use crate::cells;
 use service::contract::{LoopLag, Offload};
 
 use super::figures::crossings;
@@ -101,6 +103,31 @@ pub struct Crossing {
     pub variant: String,
     pub lag_p99_over: Option<f64>,
     pub io_p99_over: Option<f64>,
+}
+
+impl cells::RunRecord for BlockRun {
+    type Cell = CellRecord;
+
+    fn meta_mut(&mut self) -> &mut RunMeta {
+        &mut self.meta
+    }
+
+    fn push(&mut self, cell: CellRecord) {
+        self.cells.push(cell);
+    }
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        write_all(dir, self)
+    }
+}
+
+impl cells::CellRecord for CellRecord {
+    fn outcome(&self) -> Result<String, &str> {
+        match self.status {
+            CellStatus::Ok => Ok(summary_line(self)),
+            CellStatus::Failed => Err(self.error.as_deref().unwrap_or("?")),
+        }
+    }
 }
 
 /// Writes `block.json`, `block.md` and `block.svg`, each whole.

@@ -23,14 +23,13 @@ pub mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use harness::record::CellStatus;
 use harness::servers::ServerKind;
 use harness::session::{self, Session};
 
 pub use args::ConnsArgs;
 
-use crate::Error;
 use crate::args::ServerSettings;
+use crate::{Error, cells};
 use report::{ConnsParams, ConnsRun};
 
 /// The scenario the fit is extrapolated to.
@@ -93,38 +92,16 @@ pub fn main(args: &ConnsArgs, lab_exe: PathBuf) -> Result<ConnsRun, Error> {
         servers: &servers,
         settings: &settings,
     };
-    let write = |run: &ConnsRun| {
-        report::write_all(&session.dir, run).map_err(|source| Error::Output {
-            path: session.dir.clone(),
-            source,
-        })
-    };
-    write(&run)?;
-    session.each(
+    cells::each(
+        &session,
+        &mut run,
         &kinds,
         |kind| kind.name.clone(),
-        |kind, progress| -> Result<bool, Error> {
-            let Some(observed) = measure::kind(&setup, kind) else {
-                return Ok(false);
-            };
-            let record = figures::cell_record(&kind.name, observed);
-            progress.suspend(|| match record.status {
-                CellStatus::Ok => {
-                    tracing::info!("{}: {}", kind.name, report::summary_line(&record))
-                }
-                CellStatus::Failed => tracing::warn!(
-                    "{} failed: {}",
-                    kind.name,
-                    record.error.as_deref().unwrap_or("?")
-                ),
-            });
-            run.cells.push(record);
-            write(&run)?;
-            Ok(true)
+        |kind| {
+            let observed = measure::kind(&setup, kind)?;
+            Some(figures::cell_record(&kind.name, observed))
         },
     )?;
-    session.finish(&mut run.meta);
-    write(&run)?;
     println!("{}", report::table(&run));
     println!("results in {}", session.dir.display());
     Ok(run)

@@ -12,6 +12,8 @@ use harness::record::{self, CellStatus, RunMeta, failed_row, markdown_table, mib
 use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
 
+use crate::cells;
+
 /// Bumped whenever a field of [`ConnsRun`] changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -95,6 +97,31 @@ pub struct Fit {
     pub per_connection_bytes: f64,
     pub base_bytes: f64,
     pub points: usize,
+}
+
+impl cells::RunRecord for ConnsRun {
+    type Cell = CellRecord;
+
+    fn meta_mut(&mut self) -> &mut RunMeta {
+        &mut self.meta
+    }
+
+    fn push(&mut self, cell: CellRecord) {
+        self.cells.push(cell);
+    }
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        write_all(dir, self)
+    }
+}
+
+impl cells::CellRecord for CellRecord {
+    fn outcome(&self) -> Result<String, &str> {
+        match self.status {
+            CellStatus::Ok => Ok(summary_line(self)),
+            CellStatus::Failed => Err(self.error.as_deref().unwrap_or("?")),
+        }
+    }
 }
 
 /// Writes `conns.json`, `conns.md` and `conns.svg`, each whole.

@@ -21,15 +21,14 @@ use std::fmt;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use harness::record::CellStatus;
 use harness::servers::ServerKind;
 use harness::session::{self, Session};
 use serde::{Deserialize, Serialize};
 
 pub use args::StreamArgs;
 
-use crate::Error;
 use crate::args::ServerSettings;
+use crate::{Error, cells};
 use report::{StreamParams, StreamRun};
 
 /// How the body is sent.
@@ -148,34 +147,10 @@ pub fn main(args: &StreamArgs, lab_exe: PathBuf) -> Result<StreamRun, Error> {
         servers: &servers,
         settings: &settings,
     };
-    let write = |run: &StreamRun| {
-        report::write_all(&session.dir, run).map_err(|source| Error::Output {
-            path: session.dir.clone(),
-            source,
-        })
-    };
-    write(&run)?;
-    session.each(
-        &cells,
-        ToString::to_string,
-        |cell, progress| -> Result<bool, Error> {
-            let Some(observed) = measure::cell(&setup, cell) else {
-                return Ok(false);
-            };
-            let record = figures::cell_record(cell, settings.mb, observed);
-            progress.suspend(|| match record.status {
-                CellStatus::Ok => tracing::info!("{cell}: {}", report::summary_line(&record)),
-                CellStatus::Failed => {
-                    tracing::warn!("{cell} failed: {}", record.error.as_deref().unwrap_or("?"))
-                }
-            });
-            run.cells.push(record);
-            write(&run)?;
-            Ok(true)
-        },
-    )?;
-    session.finish(&mut run.meta);
-    write(&run)?;
+    cells::each(&session, &mut run, &cells, ToString::to_string, |cell| {
+        let observed = measure::cell(&setup, cell)?;
+        Some(figures::cell_record(cell, settings.mb, observed))
+    })?;
     println!("{}", report::table(&run));
     println!("results in {}", session.dir.display());
     Ok(run)

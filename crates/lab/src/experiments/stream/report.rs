@@ -12,6 +12,8 @@ use harness::record::{self, CellStatus, RunMeta, failed_row, markdown_table, mib
 use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
 
+use crate::cells;
+
 use super::Endpoint;
 
 /// Bumped whenever a field of [`StreamRun`] changes meaning or goes away.
@@ -91,6 +93,31 @@ pub struct CellRecord {
     /// From the request to the last byte, s.
     pub total_s: Option<Spread>,
     pub exit_code: Option<i32>,
+}
+
+impl cells::RunRecord for StreamRun {
+    type Cell = CellRecord;
+
+    fn meta_mut(&mut self) -> &mut RunMeta {
+        &mut self.meta
+    }
+
+    fn push(&mut self, cell: CellRecord) {
+        self.cells.push(cell);
+    }
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        write_all(dir, self)
+    }
+}
+
+impl cells::CellRecord for CellRecord {
+    fn outcome(&self) -> Result<String, &str> {
+        match self.status {
+            CellStatus::Ok => Ok(summary_line(self)),
+            CellStatus::Failed => Err(self.error.as_deref().unwrap_or("?")),
+        }
+    }
 }
 
 /// Writes `stream.json`, `stream.md` and `stream.svg`, each whole.

@@ -37,6 +37,11 @@ fn idle_connections_are_held_at_each_step_and_fitted() {
             assert!(step.pss_bytes.unwrap() > 0);
             let light = step.light.as_ref().unwrap();
             assert!(light.ok > 0 && light.non_2xx == 0, "{light:?}");
+            // A light stream this short may not reach one 10 ms tick of
+            // CPU time; its switches are counted one by one.
+            let per = step.per_request.expect("CPU per light request");
+            assert!(per.voluntary_switches.is_some_and(|n| n > 0.0), "{per:?}");
+            assert!(step.bound.is_some());
         }
         assert!(cell.fit.is_some() && cell.pss_extrapolated_bytes.is_some());
     }

@@ -2,6 +2,7 @@
 //! through (connections, PSS) included: pure functions, tested without a
 //! server.
 
+use harness::cost;
 use harness::record::CellStatus;
 
 use super::EXTRAPOLATE_TO;
@@ -33,6 +34,21 @@ pub fn cell_record(model: &str, observed: Observed) -> CellRecord {
             rss_bytes: s.memory.map(|m| m.rss),
             kernel_tcp_bytes: s.kernel_tcp,
             light: s.light.clone(),
+            per_request: s
+                .light
+                .as_ref()
+                .zip(s.light_cpu.as_ref())
+                .and_then(|(light, cpu)| cost::per_request(cpu, light.ok)),
+            bound: match (&s.light, &s.light_cpu, observed.limits) {
+                (Some(light), Some(cpu), Some(limits)) => Some(cost::bound(
+                    light,
+                    cpu,
+                    &limits,
+                    Some(observed.light_rate),
+                    None,
+                )),
+                _ => None,
+            },
         })
         .collect();
     let mut points: Vec<(f64, f64)> = observed
@@ -124,6 +140,7 @@ mod tests {
             memory: Some(memory(pss)),
             kernel_tcp: Some(1000 + held as u64 * 10),
             light: None,
+            light_cpu: None,
             all_open: true,
         };
         let observed = Observed {

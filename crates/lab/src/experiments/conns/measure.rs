@@ -4,9 +4,10 @@
 //! latency while all of them are held. The result is working data
 //! ([`Observed`]); [`super::figures`] makes the record.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::TrialError;
+use harness::cost::{CpuRecord, Limits};
 use harness::holder::Held;
 use harness::loadgen::{LoadSpec, LoadSummary};
 use harness::procs::{self, Memory};
@@ -45,6 +46,9 @@ pub struct Step {
     /// The kernel's TCP memory, machine-wide.
     pub kernel_tcp: Option<u64>,
     pub light: Option<LoadSummary>,
+    /// What the server spent during the light stream, and the load
+    /// generator's CPU and the stream's length.
+    pub light_cpu: Option<CpuRecord>,
     /// Whether every held connection was still open after the light
     /// stream.
     pub all_open: bool,
@@ -59,6 +63,9 @@ pub struct Observed {
     pub steps: Vec<Step>,
     /// Why the connections stopped growing short of a step, if they did.
     pub stopped: Option<String>,
+    /// The light stream's rate, and the limits the server ran under.
+    pub light_rate: f64,
+    pub limits: Option<Limits>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub stderr_tail: Vec<String>,
@@ -109,6 +116,12 @@ fn measure(setup: &Setup, kind: &ServerKind, out: &mut Observed) -> Result<(), T
             settings.light_duration,
         )
     };
+    out.light_rate = settings.light_rate;
+    out.limits = Some(Limits::new(
+        usize::from(if kind.single { 1 } else { settings.workers }),
+        setup.session.meta.machine.logical_cores,
+        settings.servers.pinning.as_ref(),
+    ));
     let mut held = Held::default();
     for &target in &settings.steps {
         let grown = held.grow_to(server.addr, target, "/", CONNECT_TIMEOUT);
@@ -120,13 +133,20 @@ fn measure(setup: &Setup, kind: &ServerKind, out: &mut Observed) -> Result<(), T
             kernel_tcp: procs::kernel_tcp_bytes(),
             ..Step::default()
         };
-        step.light = Some(
-            setup
-                .session
-                .load(&light, "light")?
-                .wait(&setup.session.interrupted)?
-                .summary,
-        );
+        let before = procs::counters(pgid);
+        let started = Instant::now();
+        let outcome = setup
+            .session
+            .load(&light, "light")?
+            .wait(&setup.session.interrupted)?;
+        let spent = procs::counters(pgid).since(before);
+        step.light_cpu = Some(CpuRecord::new(
+            spent,
+            false,
+            outcome.cpu_seconds,
+            started.elapsed().as_secs_f64(),
+        ));
+        step.light = Some(outcome.summary);
         step.all_open = held.all_open();
         out.steps.push(step);
         if let Err(stopped) = grown {

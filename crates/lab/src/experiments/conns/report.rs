@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use harness::chart::{self, Chart, Panel, Series};
+use harness::cost::{Bound, PerRequest};
 use harness::cpus::Pinning;
 use harness::loadgen::LoadSummary;
 use harness::record::{self, CellStatus, RunMeta, failed_row, markdown_table, mib, opt, to_json};
@@ -88,8 +89,14 @@ pub struct StepRecord {
     pub pss_bytes: Option<u64>,
     pub rss_bytes: Option<u64>,
     pub kernel_tcp_bytes: Option<u64>,
-    /// The light stream on fresh connections meanwhile.
+    /// The light stream on fresh connections meanwhile, what the server
+    /// spent per request of it, and what bound it.
     pub light: Option<LoadSummary>,
+    /// (Added within version 1.)
+    #[serde(default)]
+    pub per_request: Option<PerRequest>,
+    #[serde(default)]
+    pub bound: Option<Bound>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
@@ -150,7 +157,7 @@ pub fn summary_line(cell: &CellRecord) -> String {
     )
 }
 
-const HEADER: [&str; 8] = [
+const HEADER: [&str; 10] = [
     "model",
     "held",
     "PSS MiB",
@@ -159,6 +166,8 @@ const HEADER: [&str; 8] = [
     "light p50 ms",
     "light p99 ms",
     "light errors",
+    "light CPU µs/req",
+    "bound",
 ];
 
 /// Every step of every kind, then each kind's fit.
@@ -181,6 +190,8 @@ pub fn table(run: &ConnsRun) -> String {
             "-".into(),
             "-".into(),
             "-".into(),
+            "-".into(),
+            "-".into(),
         ];
         rows.push(base);
         for step in &cell.steps {
@@ -194,6 +205,8 @@ pub fn table(run: &ConnsRun) -> String {
                 opt(light.and_then(|l| l.latency_ms.p50), 2),
                 opt(light.and_then(|l| l.latency_ms.p99), 2),
                 light.map_or("-".into(), |l| (l.non_2xx + l.client_errors()).to_string()),
+                opt(step.per_request.map(|p| p.cpu_us), 1),
+                step.bound.as_ref().map_or("-", |b| b.by.name()).to_owned(),
             ]);
         }
     }

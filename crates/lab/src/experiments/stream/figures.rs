@@ -1,6 +1,7 @@
 //! From what a cell measured to what `stream.json` says about it: a pure
 //! function, tested without a server.
 
+use harness::cost::{self, CpuRecord};
 use harness::kernel;
 use harness::record::CellStatus;
 
@@ -55,6 +56,16 @@ pub fn cell_record(cell: &Cell, mb: u32, observed: Observed) -> CellRecord {
             .map(|(idle, peak)| peak.pss.saturating_sub(idle.pss) as f64 / cell.clients as f64),
         kernel_tcp_peak_bytes: observed.kernel_tcp_peak,
         samples: observed.samples,
+        // A download is the request here: the server's CPU and switches
+        // per completed one (no load generator: the clients' CPU is not
+        // the lab's to count).
+        per_download: observed
+            .server
+            .map(|server| CpuRecord::new(server, false, 0.0, observed.wall_s))
+            .and_then(|cpu| {
+                let done = downloads.iter().filter(|d| d.error.is_none()).count();
+                cost::per_request(&cpu, done as u64)
+            }),
         completed: downloads.iter().filter(|d| d.error.is_none()).count(),
         failed: failed.len(),
         first_byte_ms: Spread::of(

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::TrialError;
-use harness::procs::{self, Memory, Sampler};
+use harness::procs::{self, Counters, Memory, Sampler};
 use harness::record::chain;
 use harness::servers::{Servers, StartRequest};
 use harness::session::Session;
@@ -36,6 +36,10 @@ pub struct Observed {
     /// (`/proc/net/sockstat`), during the downloads.
     pub kernel_tcp_peak: Option<u64>,
     pub downloads: Vec<Download>,
+    /// What the server's processes spent during the downloads, and how
+    /// long they took.
+    pub server: Option<Counters>,
+    pub wall_s: f64,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub stderr_tail: Vec<String>,
@@ -117,7 +121,11 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
         timeout: pace * 3 + Duration::from_secs(10),
     };
     let kernel = KernelTcp::start(SAMPLE_INTERVAL);
+    let before = procs::counters(pgid);
+    let started = Instant::now();
     out.downloads = slowread::download_all(&spec);
+    out.wall_s = started.elapsed().as_secs_f64();
+    out.server = Some(procs::counters(pgid).since(before));
     out.kernel_tcp_peak = kernel.stop();
     let sampled = sampler.stop();
     out.peak = Some(sampled.peak);

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use harness::chart::{self, Chart, Panel, Series};
+use harness::cost::PerRequest;
 use harness::cpus::Pinning;
 use harness::record::{self, CellStatus, RunMeta, failed_row, markdown_table, mib, opt, to_json};
 use harness::servers::ServerParams;
@@ -85,6 +86,10 @@ pub struct CellRecord {
     /// included, so an upper bound on the server's.
     pub kernel_tcp_peak_bytes: Option<u64>,
     pub samples: u32,
+    /// The server's CPU and context switches per completed download.
+    /// (Added within version 1.)
+    #[serde(default)]
+    pub per_download: Option<PerRequest>,
     /// Downloads that got every byte, and those that did not.
     pub completed: usize,
     pub failed: usize,
@@ -145,7 +150,7 @@ pub fn summary_line(cell: &CellRecord) -> String {
     )
 }
 
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 11] = [
     "model",
     "endpoint",
     "clients",
@@ -156,6 +161,7 @@ const HEADER: [&str; 10] = [
     "kernel TCP MiB",
     "first byte ms min / median / max",
     "total s min / median / max",
+    "CPU ms per download",
 ];
 
 /// Every cell, in run order.
@@ -191,6 +197,7 @@ pub fn table(run: &StreamRun) -> String {
                 c.kernel_tcp_peak_bytes.map_or("-".into(), mib),
                 spread(c.first_byte_ms, 1),
                 spread(c.total_s, 2),
+                opt(c.per_download.map(|p| p.cpu_us / 1000.0), 2),
             ]);
             row
         })

@@ -52,11 +52,11 @@ fn threadpool_runs_both_offloads_with_and_without_cpu_load_and_reports_lag_and_c
             "threadpool's loop reports its lag"
         );
         // What the server spent per request, and what bound the cell.
+        // CPU time comes in 10 ms ticks: the /io stream alone may not
+        // reach one, the CPU load always does; switches count one by one.
         let per = cell.per_request.unwrap();
-        assert!(
-            per.cpu_us > 0.0 && per.voluntary_switches.is_some(),
-            "{per:?}"
-        );
+        assert!(per.voluntary_switches.is_some_and(|n| n > 0.0), "{per:?}");
+        assert!(cell.share == 0.0 || per.cpu_us > 0.0, "{per:?}");
         assert!(cell.bound.is_some(), "{cell:?}");
     }
     for file in ["block.md", "block.svg"] {

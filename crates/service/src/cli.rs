@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+use crate::contract;
 use crate::http::{HttpConfig, Piece, Without};
-
-/// The most workers a server takes (`--workers`).
-pub const MAX_WORKERS: usize = 1024;
 
 /// The contract's flags.
 #[derive(Args, Clone, Debug)]
@@ -22,7 +20,7 @@ pub struct CommonArgs {
 
     /// Workers, 1..=1024 [default: available parallelism].
     #[arg(long, value_name = "N",
-          value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS as i64))]
+          value_parser = clap::value_parser!(u16).range(1..=contract::MAX_WORKERS as i64))]
     pub workers: Option<u16>,
 
     /// Enable `POST /crash?how=panic|abort|exit|segv|hang` (otherwise it answers 403).

@@ -53,6 +53,9 @@ impl Ready {
     }
 }
 
+/// The most workers a server takes (`--workers 1` to this).
+pub const MAX_WORKERS: usize = 1024;
+
 /// `GET /stats`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Stats {

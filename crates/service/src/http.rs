@@ -311,7 +311,7 @@ fn worker_header(worker: WorkerId) -> HeaderValue {
         WorkerId::Main => HeaderValue::from_static("main"),
         WorkerId::Slot(index) => SLOTS
             .get_or_init(|| {
-                (0..=crate::cli::MAX_WORKERS)
+                (0..=crate::contract::MAX_WORKERS)
                     .map(|i| HeaderValue::from_static(i.to_string().leak()))
                     .collect()
             })

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::cases::{ExhaustionLog, Profile};
+use crate::profile::{ExhaustionLog, Profile};
 use crate::{Response, Server};
 
 /// How long a connection may take to answer before the server counts as

@@ -9,7 +9,8 @@
 //!   `TcpStream`, so tests can also send what no HTTP client would
 //!   (malformed request lines, headers dribbled in slowly).
 //! - [`cases`] holds the contract checks every model must pass; each model's
-//!   test suite calls them with its own binary. [`descriptors`] is one of
+//!   test suite calls them with its own binary, and the kind's [`profile`]
+//!   says where it departs from the contract. [`descriptors`] is one of
 //!   them: a server taken to its descriptor limit.
 //! - [`supervision`] and [`pool`] hold what two kinds of one architecture
 //!   share beyond the contract: the checks and helpers for a supervisor that
@@ -20,6 +21,7 @@ pub mod cases;
 pub mod descriptors;
 mod group;
 pub mod pool;
+pub mod profile;
 pub mod supervision;
 
 pub use group::Group;

@@ -25,7 +25,6 @@ pub struct Profile {
     /// connection closes: `None` (the contract), nothing; `Some(status)`,
     /// an answer with that status.
     pub slow_headers_answer: Option<u16>,
-    /// The descriptors per process
     /// The descriptors per process `descriptor_exhaustion` starts the server
     /// with: what the kind opens by itself, with room for a few dozen
     /// connections.

@@ -1,42 +1,57 @@
-//! The loop of the experiments whose record is a list of cells: each cell
-//! measured and made into its record, one line logged for it, and every
-//! file rewritten, so that a crash or a Ctrl-C keeps each cell already
-//! done. Then the run is stamped finished and written once more.
+//! The experiments whose record is a list of cells: the shape of their
+//! files ([`Run`]) and their loop ([`each`]): each cell measured and made
+//! into its record, one line logged for it, and every file rewritten, so
+//! that a crash or a Ctrl-C keeps each cell already done. Then the run is
+//! stamped finished and written once more.
 
 use std::path::Path;
 
 use harness::record::RunMeta;
 use harness::session::Session;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// A cell's record, as the loop logs it.
-pub trait CellRecord {
-    /// One line about a cell that worked, or why it failed.
-    fn outcome(&self) -> Result<String, &str>;
+/// A run's record: the experiment's schema version, the run's metadata,
+/// its parameters, its cells.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Run<P, C> {
+    pub schema_version: u32,
+    #[serde(flatten)]
+    pub meta: RunMeta,
+    pub params: P,
+    pub cells: Vec<C>,
 }
 
-/// An experiment's record of a run, as the loop fills and writes it.
-pub trait RunRecord {
-    type Cell: CellRecord;
-    fn meta_mut(&mut self) -> &mut RunMeta;
-    fn push(&mut self, cell: Self::Cell);
-    /// Writes every file of the run into `dir`, each whole.
-    fn write(&self, dir: &Path) -> std::io::Result<()>;
+impl<P, C: CellRecord> Run<P, C> {
+    /// How many cells failed.
+    pub fn failed(&self) -> usize {
+        self.cells.iter().filter(|c| c.failure().is_some()).count()
+    }
+}
+
+/// A cell's record, as the loop logs it.
+pub trait CellRecord {
+    /// Why the cell failed; `None` when it worked.
+    fn failure(&self) -> Option<&str>;
+    /// One line about a cell that worked.
+    fn summary(&self) -> String;
 }
 
 /// Runs `record` on each of `cells` (`None`: interrupted half-way, nothing
-/// recorded), pushing and writing each record into `run`; `label` names a
-/// cell on the progress bar and in the log.
-pub fn each<C, R: RunRecord>(
+/// recorded), pushing each record into `run` and writing it with `write`
+/// (every file of the run into the folder given, each whole); `label`
+/// names a cell on the progress bar and in the log.
+pub fn each<T, P, C: CellRecord>(
     session: &Session,
-    run: &mut R,
-    cells: &[C],
-    label: impl Fn(&C) -> String,
-    mut record: impl FnMut(&C) -> Option<R::Cell>,
+    run: &mut Run<P, C>,
+    cells: &[T],
+    label: impl Fn(&T) -> String,
+    write: impl Fn(&Path, &Run<P, C>) -> std::io::Result<()>,
+    mut record: impl FnMut(&T) -> Option<C>,
 ) -> Result<(), Error> {
-    let write = |run: &R| {
-        run.write(&session.dir).map_err(|source| Error::Output {
+    let write = |run: &Run<P, C>| {
+        write(&session.dir, run).map_err(|source| Error::Output {
             path: session.dir.clone(),
             source,
         })
@@ -47,14 +62,14 @@ pub fn each<C, R: RunRecord>(
             return Ok(false);
         };
         let name = label(cell);
-        progress.suspend(|| match done.outcome() {
-            Ok(line) => tracing::info!("{name}: {line}"),
-            Err(why) => tracing::warn!("{name} failed: {why}"),
+        progress.suspend(|| match done.failure() {
+            None => tracing::info!("{name}: {}", done.summary()),
+            Some(why) => tracing::warn!("{name} failed: {why}"),
         });
-        run.push(done);
+        run.cells.push(done);
         write(run)?;
         Ok(true)
     })?;
-    session.finish(run.meta_mut());
+    session.finish(&mut run.meta);
     write(run)
 }

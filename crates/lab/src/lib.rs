@@ -10,8 +10,8 @@
 //!
 //! - [`cli`]: the `lab` command and its subcommands; exit codes.
 //! - [`args`]: flags more than one experiment takes, and value parsers.
-//! - [`cells`]: the loop of the experiments whose record is a list of
-//!   cells (measure, record, log, rewrite the files).
+//! - [`cells`]: the experiments whose record is a list of cells: that
+//!   record's shape, and their loop (measure, record, log, rewrite).
 //! - [`experiments`]: one folder each, with the same few files: `args`
 //!   (its command line, converted there into plain settings), `measure`
 //!   (working data), `figures` (working data into records, pure), `report`

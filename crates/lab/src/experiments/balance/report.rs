@@ -12,7 +12,7 @@ use harness::cost::{Bound, CpuRecord, PerRequest};
 use harness::cpus::Pinning;
 use harness::kernel::Runtime;
 use harness::loadgen::LoadSummary;
-use harness::record::{self, CellStatus, RunMeta, failed_row, markdown_table, opt, to_json};
+use harness::record::{self, CellStatus, failed_row, markdown_table, opt, to_json};
 use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
 
@@ -24,24 +24,8 @@ use super::Scenario;
 /// Bumped whenever a field of [`BalanceRun`] changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// `balance.json`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct BalanceRun {
-    pub schema_version: u32,
-    #[serde(flatten)]
-    pub meta: RunMeta,
-    pub params: BalanceParams,
-    pub cells: Vec<CellRecord>,
-}
-
-impl BalanceRun {
-    pub fn failed(&self) -> usize {
-        self.cells
-            .iter()
-            .filter(|c| c.status == CellStatus::Failed)
-            .count()
-    }
-}
+/// `balance.json`: the run, its parameters and its cells.
+pub type BalanceRun = cells::Run<BalanceParams, CellRecord>;
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct BalanceParams {
@@ -118,28 +102,13 @@ pub struct Fairness {
     pub connections_top2_share: Option<f64>,
 }
 
-impl cells::RunRecord for BalanceRun {
-    type Cell = CellRecord;
-
-    fn meta_mut(&mut self) -> &mut RunMeta {
-        &mut self.meta
-    }
-
-    fn push(&mut self, cell: CellRecord) {
-        self.cells.push(cell);
-    }
-
-    fn write(&self, dir: &Path) -> std::io::Result<()> {
-        write_all(dir, self)
-    }
-}
-
 impl cells::CellRecord for CellRecord {
-    fn outcome(&self) -> Result<String, &str> {
-        match self.status {
-            CellStatus::Ok => Ok(summary_line(self)),
-            CellStatus::Failed => Err(self.error.as_deref().unwrap_or("?")),
-        }
+    fn failure(&self) -> Option<&str> {
+        (self.status == CellStatus::Failed).then(|| self.error.as_deref().unwrap_or("?"))
+    }
+
+    fn summary(&self) -> String {
+        summary_line(self)
     }
 }
 

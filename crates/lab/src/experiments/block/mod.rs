@@ -193,10 +193,17 @@ pub fn main(args: &BlockArgs, lab_exe: PathBuf) -> Result<BlockRun, Error> {
         cores,
         cost_ms: &cost_ms,
     };
-    cells::each(&session, &mut run, &cells, ToString::to_string, |cell| {
-        let observed = measure::cell(&setup, cell)?;
-        Some(figures::cell_record(cell, observed))
-    })?;
+    cells::each(
+        &session,
+        &mut run,
+        &cells,
+        ToString::to_string,
+        report::write_all,
+        |cell| {
+            let observed = measure::cell(&setup, cell)?;
+            Some(figures::cell_record(cell, observed))
+        },
+    )?;
     println!("{}", report::tables(&run));
     println!("results in {}", session.dir.display());
     Ok(run)

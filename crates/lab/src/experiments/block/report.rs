@@ -12,7 +12,7 @@ use harness::cost::{Bound, CpuRecord, PerRequest};
 use harness::cpus::Pinning;
 use harness::kernel::Runtime;
 use harness::loadgen::LoadSummary;
-use harness::record::{self, CellStatus, RunMeta, failed_row, markdown_table, opt, to_json};
+use harness::record::{self, CellStatus, failed_row, markdown_table, opt, to_json};
 use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
 
@@ -24,24 +24,8 @@ use super::figures::crossings;
 /// Bumped whenever a field of [`BlockRun`] changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// `block.json`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct BlockRun {
-    pub schema_version: u32,
-    #[serde(flatten)]
-    pub meta: RunMeta,
-    pub params: BlockParams,
-    pub cells: Vec<CellRecord>,
-}
-
-impl BlockRun {
-    pub fn failed(&self) -> usize {
-        self.cells
-            .iter()
-            .filter(|c| c.status == CellStatus::Failed)
-            .count()
-    }
-}
+/// `block.json`: the run, its parameters and its cells.
+pub type BlockRun = cells::Run<BlockParams, CellRecord>;
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct BlockParams {
@@ -105,28 +89,13 @@ pub struct Crossing {
     pub io_p99_over: Option<f64>,
 }
 
-impl cells::RunRecord for BlockRun {
-    type Cell = CellRecord;
-
-    fn meta_mut(&mut self) -> &mut RunMeta {
-        &mut self.meta
-    }
-
-    fn push(&mut self, cell: CellRecord) {
-        self.cells.push(cell);
-    }
-
-    fn write(&self, dir: &Path) -> std::io::Result<()> {
-        write_all(dir, self)
-    }
-}
-
 impl cells::CellRecord for CellRecord {
-    fn outcome(&self) -> Result<String, &str> {
-        match self.status {
-            CellStatus::Ok => Ok(summary_line(self)),
-            CellStatus::Failed => Err(self.error.as_deref().unwrap_or("?")),
-        }
+    fn failure(&self) -> Option<&str> {
+        (self.status == CellStatus::Failed).then(|| self.error.as_deref().unwrap_or("?"))
+    }
+
+    fn summary(&self) -> String {
+        summary_line(self)
     }
 }
 

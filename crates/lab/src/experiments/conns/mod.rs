@@ -97,6 +97,7 @@ pub fn main(args: &ConnsArgs, lab_exe: PathBuf) -> Result<ConnsRun, Error> {
         &mut run,
         &kinds,
         |kind| kind.name.clone(),
+        report::write_all,
         |kind| {
             let observed = measure::kind(&setup, kind)?;
             Some(figures::cell_record(&kind.name, observed))

@@ -9,7 +9,7 @@ use harness::chart::{self, Chart, Panel, Series};
 use harness::cost::{Bound, PerRequest};
 use harness::cpus::Pinning;
 use harness::loadgen::LoadSummary;
-use harness::record::{self, CellStatus, RunMeta, failed_row, markdown_table, mib, opt, to_json};
+use harness::record::{self, CellStatus, failed_row, markdown_table, mib, opt, to_json};
 use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
 
@@ -18,24 +18,8 @@ use crate::cells;
 /// Bumped whenever a field of [`ConnsRun`] changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// `conns.json`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct ConnsRun {
-    pub schema_version: u32,
-    #[serde(flatten)]
-    pub meta: RunMeta,
-    pub params: ConnsParams,
-    pub cells: Vec<CellRecord>,
-}
-
-impl ConnsRun {
-    pub fn failed(&self) -> usize {
-        self.cells
-            .iter()
-            .filter(|c| c.status == CellStatus::Failed)
-            .count()
-    }
-}
+/// `conns.json`: the run, its parameters and its cells.
+pub type ConnsRun = cells::Run<ConnsParams, CellRecord>;
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct ConnsParams {
@@ -106,28 +90,13 @@ pub struct Fit {
     pub points: usize,
 }
 
-impl cells::RunRecord for ConnsRun {
-    type Cell = CellRecord;
-
-    fn meta_mut(&mut self) -> &mut RunMeta {
-        &mut self.meta
-    }
-
-    fn push(&mut self, cell: CellRecord) {
-        self.cells.push(cell);
-    }
-
-    fn write(&self, dir: &Path) -> std::io::Result<()> {
-        write_all(dir, self)
-    }
-}
-
 impl cells::CellRecord for CellRecord {
-    fn outcome(&self) -> Result<String, &str> {
-        match self.status {
-            CellStatus::Ok => Ok(summary_line(self)),
-            CellStatus::Failed => Err(self.error.as_deref().unwrap_or("?")),
-        }
+    fn failure(&self) -> Option<&str> {
+        (self.status == CellStatus::Failed).then(|| self.error.as_deref().unwrap_or("?"))
+    }
+
+    fn summary(&self) -> String {
+        summary_line(self)
     }
 }
 

@@ -147,10 +147,17 @@ pub fn main(args: &StreamArgs, lab_exe: PathBuf) -> Result<StreamRun, Error> {
         servers: &servers,
         settings: &settings,
     };
-    cells::each(&session, &mut run, &cells, ToString::to_string, |cell| {
-        let observed = measure::cell(&setup, cell)?;
-        Some(figures::cell_record(cell, settings.mb, observed))
-    })?;
+    cells::each(
+        &session,
+        &mut run,
+        &cells,
+        ToString::to_string,
+        report::write_all,
+        |cell| {
+            let observed = measure::cell(&setup, cell)?;
+            Some(figures::cell_record(cell, settings.mb, observed))
+        },
+    )?;
     println!("{}", report::table(&run));
     println!("results in {}", session.dir.display());
     Ok(run)

@@ -9,7 +9,7 @@ use std::path::Path;
 use harness::chart::{self, Chart, Panel, Series};
 use harness::cost::PerRequest;
 use harness::cpus::Pinning;
-use harness::record::{self, CellStatus, RunMeta, failed_row, markdown_table, mib, opt, to_json};
+use harness::record::{self, CellStatus, failed_row, markdown_table, mib, opt, to_json};
 use harness::servers::ServerParams;
 use serde::{Deserialize, Serialize};
 
@@ -20,24 +20,8 @@ use super::Endpoint;
 /// Bumped whenever a field of [`StreamRun`] changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// `stream.json`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct StreamRun {
-    pub schema_version: u32,
-    #[serde(flatten)]
-    pub meta: RunMeta,
-    pub params: StreamParams,
-    pub cells: Vec<CellRecord>,
-}
-
-impl StreamRun {
-    pub fn failed(&self) -> usize {
-        self.cells
-            .iter()
-            .filter(|c| c.status == CellStatus::Failed)
-            .count()
-    }
-}
+/// `stream.json`: the run, its parameters and its cells.
+pub type StreamRun = cells::Run<StreamParams, CellRecord>;
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct StreamParams {
@@ -100,28 +84,13 @@ pub struct CellRecord {
     pub exit_code: Option<i32>,
 }
 
-impl cells::RunRecord for StreamRun {
-    type Cell = CellRecord;
-
-    fn meta_mut(&mut self) -> &mut RunMeta {
-        &mut self.meta
-    }
-
-    fn push(&mut self, cell: CellRecord) {
-        self.cells.push(cell);
-    }
-
-    fn write(&self, dir: &Path) -> std::io::Result<()> {
-        write_all(dir, self)
-    }
-}
-
 impl cells::CellRecord for CellRecord {
-    fn outcome(&self) -> Result<String, &str> {
-        match self.status {
-            CellStatus::Ok => Ok(summary_line(self)),
-            CellStatus::Failed => Err(self.error.as_deref().unwrap_or("?")),
-        }
+    fn failure(&self) -> Option<&str> {
+        (self.status == CellStatus::Failed).then(|| self.error.as_deref().unwrap_or("?"))
+    }
+
+    fn summary(&self) -> String {
+        summary_line(self)
     }
 }
 

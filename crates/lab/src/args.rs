@@ -112,6 +112,25 @@ fn pinning(pin: Pin, allowed: &[usize]) -> Result<Option<Pinning>, String> {
 }
 
 impl ServerSettings {
+    /// The kinds `models` names, in order, or, when it names none, the
+    /// built-in kinds that `default` keeps.
+    pub fn kinds(
+        &self,
+        models: &[String],
+        default: impl Fn(&ServerKind) -> bool,
+    ) -> Result<Vec<ServerKind>, String> {
+        if models.is_empty() {
+            Ok(self
+                .registry
+                .builtins()
+                .into_iter()
+                .filter(default)
+                .collect())
+        } else {
+            self.registry.select(models)
+        }
+    }
+
     /// Prepares the servers of `kinds` (see [`Servers::prepare`]); returns
     /// them with the kinds that can run here, or bad input when none can.
     pub fn prepare(

@@ -58,16 +58,7 @@ impl BalanceArgs {
     /// combinations are refused in one line.
     pub fn settings(&self) -> Result<Settings, String> {
         let servers = self.servers.settings()?;
-        let kinds = if self.models.is_empty() {
-            servers
-                .registry
-                .builtins()
-                .into_iter()
-                .filter(|k| !k.balances.is_empty())
-                .collect()
-        } else {
-            servers.registry.select(&self.models)?
-        };
+        let kinds = servers.kinds(&self.models, |k| !k.balances.is_empty())?;
         if let Some(kind) = kinds.iter().find(|k| k.balances.is_empty()) {
             return Err(format!(
                 "--models {}: it has no --balance policies to compare",

@@ -69,16 +69,7 @@ impl BlockArgs {
     /// The settings, the profile filling every flag left out.
     pub fn settings(&self) -> Result<Settings, String> {
         let servers = self.servers.settings()?;
-        let kinds = if self.models.is_empty() {
-            servers
-                .registry
-                .builtins()
-                .into_iter()
-                .filter(|k| k.contract)
-                .collect()
-        } else {
-            servers.registry.select(&self.models)?
-        };
+        let kinds = servers.kinds(&self.models, |k| k.contract)?;
         if let Some(kind) = kinds.iter().find(|k| k.noop_only) {
             return Err(format!("--models {}: it serves no /cpu or /io", kind.name));
         }

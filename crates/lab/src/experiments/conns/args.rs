@@ -45,11 +45,7 @@ impl ConnsArgs {
     /// The settings, the profile filling every flag left out.
     pub fn settings(&self) -> Result<Settings, String> {
         let servers = self.servers.settings()?;
-        let kinds = if self.models.is_empty() {
-            servers.registry.builtins()
-        } else {
-            servers.registry.select(&self.models)?
-        };
+        let kinds = servers.kinds(&self.models, |_| true)?;
         let mut steps: Vec<usize> = if self.steps.is_empty() {
             if self.quick {
                 vec![500]

@@ -84,13 +84,7 @@ impl CrashArgs {
         let servers = self.servers.settings()?;
         // Every built-in kind that has a /crash when none is named; where
         // `node` is missing the Node kinds are skipped later, with one line.
-        let kinds = if self.models.is_empty() {
-            let mut kinds = servers.registry.builtins();
-            kinds.retain(|k| !k.noop_only);
-            kinds
-        } else {
-            servers.registry.select(&self.models)?
-        };
+        let kinds = servers.kinds(&self.models, |k| !k.noop_only)?;
         let faults = if self.faults.is_empty() {
             Fault::ALL.to_vec()
         } else {

@@ -152,10 +152,8 @@ impl RunArgs {
         let kinds = if let Some(remote) = &self.url {
             // Named once its `/stats` says what it is (`super::main`).
             vec![ServerKind::remote("remote".into(), remote.addr)]
-        } else if self.models.is_empty() {
-            servers.registry.builtins()
         } else {
-            servers.registry.select(&self.models)?
+            servers.kinds(&self.models, |_| true)?
         };
         let plan = Plan {
             profile,

@@ -1,12 +1,14 @@
 //! The experiments whose record is a list of cells: the shape of their
-//! files ([`Run`]) and their loop ([`each`]): each cell measured and made
+//! files ([`Run`]), one cell's measurement guarded ([`observe`]), and their
+//! loop ([`each`]): each cell measured and made
 //! into its record, one line logged for it, and every file rewritten, so
 //! that a crash or a Ctrl-C keeps each cell already done. Then the run is
 //! stamped finished and written once more.
 
 use std::path::Path;
 
-use harness::record::RunMeta;
+use harness::TrialError;
+use harness::record::{RunMeta, chain};
 use harness::session::Session;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +38,26 @@ pub trait CellRecord {
     fn failure(&self) -> Option<&str>;
     /// One line about a cell that worked.
     fn summary(&self) -> String;
+}
+
+/// Measures one cell into a fresh `O` with `measure`, which fills it as
+/// far as it gets; `failed` records in it the error that stopped it, if
+/// one did. `None` when the session was interrupted meanwhile: the numbers
+/// would be cut short.
+pub fn observe<O: Default>(
+    session: &Session,
+    measure: impl FnOnce(&mut O) -> Result<(), TrialError>,
+    failed: impl FnOnce(&mut O, String),
+) -> Option<O> {
+    let mut observed = O::default();
+    let result = measure(&mut observed);
+    if session.is_interrupted() {
+        return None;
+    }
+    if let Err(error) = result {
+        failed(&mut observed, chain(&error));
+    }
+    Some(observed)
 }
 
 /// Runs `record` on each of `cells` (`None`: interrupted half-way, nothing

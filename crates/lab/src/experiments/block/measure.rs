@@ -60,15 +60,11 @@ pub struct Observed {
 
 /// Measures `cell`; `None` only when interrupted.
 pub fn cell(setup: &Setup, cell: &Cell) -> Option<Observed> {
-    let mut observed = Observed::default();
-    let result = measure(setup, cell, &mut observed);
-    if setup.session.is_interrupted() {
-        return None;
-    }
-    if let Err(error) = result {
-        observed.error = Some(chain(&error));
-    }
-    Some(observed)
+    crate::cells::observe(
+        setup.session,
+        |out| measure(setup, cell, out),
+        |out: &mut Observed, error| out.error = Some(error),
+    )
 }
 
 /// The `/cpu` rate that offers `cell.share` of the server's usable cores:

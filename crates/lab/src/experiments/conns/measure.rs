@@ -11,7 +11,6 @@ use harness::cost::{CpuRecord, Limits};
 use harness::holder::Held;
 use harness::loadgen::{LoadSpec, LoadSummary};
 use harness::procs::{self, Memory};
-use harness::record::chain;
 use harness::servers::{ServerKind, Servers, StartRequest};
 use harness::session::Session;
 
@@ -73,15 +72,11 @@ pub struct Observed {
 
 /// Measures `kind`; `None` only when interrupted.
 pub fn kind(setup: &Setup, kind: &ServerKind) -> Option<Observed> {
-    let mut observed = Observed::default();
-    let result = measure(setup, kind, &mut observed);
-    if setup.session.is_interrupted() {
-        return None;
-    }
-    if let Err(error) = result {
-        observed.error = Some(chain(&error));
-    }
-    Some(observed)
+    crate::cells::observe(
+        setup.session,
+        |out| measure(setup, kind, out),
+        |out: &mut Observed, error| out.error = Some(error),
+    )
 }
 
 fn measure(setup: &Setup, kind: &ServerKind, out: &mut Observed) -> Result<(), TrialError> {

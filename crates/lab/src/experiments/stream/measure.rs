@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use harness::TrialError;
 use harness::procs::{self, Counters, Memory, Sampler};
-use harness::record::chain;
 use harness::servers::{Servers, StartRequest};
 use harness::session::Session;
 use harness::slowread::{self, Download, SlowSpec};
@@ -47,15 +46,11 @@ pub struct Observed {
 
 /// Measures `cell`; `None` only when interrupted.
 pub fn cell(setup: &Setup, cell: &Cell) -> Option<Observed> {
-    let mut observed = Observed::default();
-    let result = measure(setup, cell, &mut observed);
-    if setup.session.is_interrupted() {
-        return None;
-    }
-    if let Err(error) = result {
-        observed.error = Some(chain(&error));
-    }
-    Some(observed)
+    crate::cells::observe(
+        setup.session,
+        |out| measure(setup, cell, out),
+        |out: &mut Observed, error| out.error = Some(error),
+    )
 }
 
 /// Samples the kernel's TCP memory on a thread until stopped, keeping the

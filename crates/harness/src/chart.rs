@@ -32,6 +32,9 @@ pub struct Panel {
 #[derive(Clone, Debug)]
 pub struct Chart {
     pub x_desc: String,
+    /// A logarithmic x axis (sizes that grow by factors); with a log y
+    /// axis, a log-log chart. Points at x <= 0 are not drawn then.
+    pub log_x: bool,
     pub marker_x: Option<f64>,
     pub panels: Vec<Panel>,
 }
@@ -57,7 +60,12 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
             .flat_map(|p| &p.series)
             .flat_map(|s| &s.points)
     };
-    let xs = || all().map(|p| p.0).chain(chart.marker_x);
+    let xs = || {
+        all()
+            .map(|p| p.0)
+            .chain(chart.marker_x)
+            .filter(|&x| !chart.log_x || x > 0.0)
+    };
     let (low, high) = (
         xs().fold(f64::INFINITY, f64::min),
         xs().fold(f64::NEG_INFINITY, f64::max),
@@ -70,10 +78,12 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
         (false, true) => (high - low) * 0.05,
         (false, false) => 0.5,
     };
-    let (x_min, x_max) = if low.is_finite() {
-        (low - margin, high + margin)
-    } else {
-        (0.0, 1.0)
+    let (x_min, x_max) = match (low.is_finite(), chart.log_x) {
+        // On a log axis the margin is a factor.
+        (true, true) => (low / 1.3, high * 1.3),
+        (true, false) => (low - margin, high + margin),
+        (false, true) => (1.0, 10.0),
+        (false, false) => (0.0, 1.0),
     };
     let height = 350 * chart.panels.len().max(1) as u32;
     let root = SVGBackend::new(path, (1000, height)).into_drawing_area();
@@ -87,6 +97,14 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
             .flat_map(|s| &s.points)
             .map(|p| p.1)
             .fold(1.0, f64::max);
+        // A log y axis starts at 0.1, or lower when a point is lower.
+        let y_floor = panel
+            .series
+            .iter()
+            .flat_map(|s| &s.points)
+            .map(|p| p.1)
+            .filter(|&y| y > 0.0)
+            .fold(0.1, |low: f64, y| low.min(y / 1.5));
         let mut builder = ChartBuilder::on(area);
         builder
             .caption(&panel.caption, ("sans-serif", 20))
@@ -95,8 +113,8 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
             .y_label_area_size(50);
         // The two axis kinds are different types in plotters, hence a macro.
         macro_rules! draw {
-            ($y_range:expr, $y_low:expr, $y_high:expr) => {{
-                let mut ctx = builder.build_cartesian_2d(x_min..x_max, $y_range)?;
+            ($x_range:expr, $y_range:expr, $y_low:expr, $y_high:expr) => {{
+                let mut ctx = builder.build_cartesian_2d($x_range, $y_range)?;
                 ctx.configure_mesh()
                     .x_desc(chart.x_desc.as_str())
                     .y_desc(panel.y_desc.as_str())
@@ -110,9 +128,15 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
                 let width = 0.8 / panel.series.len().max(1) as f64;
                 for (i, series) in panel.series.iter().enumerate() {
                     let color = palette(i);
+                    let points: Vec<(f64, f64)> = series
+                        .points
+                        .iter()
+                        .copied()
+                        .filter(|&(x, _)| !chart.log_x || x > 0.0)
+                        .collect();
                     let drawn = if panel.bars {
                         let left = |x: f64| x - 0.4 + width * i as f64;
-                        ctx.draw_series(series.points.iter().map(|&(x, y)| {
+                        ctx.draw_series(points.iter().map(|&(x, y)| {
                             Rectangle::new(
                                 [(left(x), $y_low), (left(x) + width, y)],
                                 color.filled(),
@@ -120,7 +144,7 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
                         }))?
                     } else {
                         ctx.draw_series(LineSeries::new(
-                            series.points.iter().copied(),
+                            points.iter().copied(),
                             color.stroke_width(2),
                         ))?
                     };
@@ -132,8 +156,7 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
                     // A dot on each point, so a series of one point shows.
                     if !panel.bars {
                         ctx.draw_series(
-                            series
-                                .points
+                            points
                                 .iter()
                                 .map(|&point| Circle::new(point, 3, color.filled())),
                         )?;
@@ -148,10 +171,17 @@ pub fn write_svg(path: &Path, chart: &Chart) -> Result<(), Box<dyn std::error::E
                 }
             }};
         }
-        if panel.log_y {
-            draw!((0.1..y_max * 1.5).log_scale(), 0.1, y_max * 1.5);
-        } else {
-            draw!(0.0..y_max * 1.1, 0.0, y_max * 1.1);
+        let (y_log, y_high) = ((y_floor..y_max * 1.5).log_scale(), y_max * 1.5);
+        match (chart.log_x, panel.log_y) {
+            (false, true) => draw!(x_min..x_max, y_log, y_floor, y_high),
+            (false, false) => draw!(x_min..x_max, 0.0..y_max * 1.1, 0.0, y_max * 1.1),
+            (true, true) => draw!((x_min..x_max).log_scale(), y_log, y_floor, y_high),
+            (true, false) => draw!(
+                (x_min..x_max).log_scale(),
+                0.0..y_max * 1.1,
+                0.0,
+                y_max * 1.1
+            ),
         }
     }
     root.present()?;
@@ -171,6 +201,7 @@ mod tests {
         };
         let chart = Chart {
             x_desc: "seconds".into(),
+            log_x: false,
             marker_x: Some(0.0),
             panels: vec![
                 Panel {
@@ -194,5 +225,33 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         assert!(svg.contains("<svg"));
         assert!(svg.contains("kill") && svg.contains("panic") && svg.contains("ok per window"));
+    }
+
+    #[test]
+    fn a_log_log_chart_spans_decades_and_skips_what_it_cannot_place() {
+        let path = std::env::temp_dir().join(format!("harness-loglog-{}.svg", std::process::id()));
+        let chart = Chart {
+            x_desc: "bytes".into(),
+            log_x: true,
+            marker_x: None,
+            panels: vec![Panel {
+                caption: "time per message".into(),
+                y_desc: "µs".into(),
+                log_y: true,
+                bars: false,
+                series: vec![Series {
+                    name: "pipe".into(),
+                    // x = 0 has no place on a log axis: left out, not an error.
+                    points: vec![(0.0, 1.0), (64.0, 0.02), (16.0 * 1048576.0, 9000.0)],
+                }],
+            }],
+        };
+        write_svg(&path, &chart).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(svg.contains("<svg") && svg.contains("pipe"));
+        // Decades along x (a linear axis to 16 Mi would tick in millions,
+        // and the y axis stops short of 100000).
+        assert!(svg.contains("100000.0") && svg.contains("10000000.0"), "{svg}");
     }
 }

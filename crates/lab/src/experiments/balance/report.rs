@@ -310,6 +310,7 @@ pub fn charts(run: &BalanceRun) -> Vec<(String, Chart)> {
                 format!("balance-{scenario}.svg"),
                 Chart {
                     x_desc: "worker slot".into(),
+                    log_x: false,
                     marker_x: None,
                     panels,
                 },

@@ -257,6 +257,7 @@ pub fn chart(run: &BlockRun) -> Chart {
     };
     Chart {
         x_desc: "CPU work offered, % of the cores".into(),
+        log_x: false,
         marker_x: None,
         panels: vec![
             Panel {

@@ -254,6 +254,7 @@ pub fn chart(run: &ConnsRun) -> Chart {
         .collect();
     Chart {
         x_desc: "idle connections held".into(),
+        log_x: false,
         marker_x: None,
         panels: vec![Panel {
             caption: "server PSS against idle connections".into(),

@@ -436,6 +436,7 @@ fn timeline_chart(model: &str, results: &[&FaultRecord], window_ms: u64) -> Char
     };
     Chart {
         x_desc: "seconds since the fault".into(),
+        log_x: false,
         marker_x: Some(0.0),
         panels: vec![
             Panel {

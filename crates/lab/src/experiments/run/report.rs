@@ -253,6 +253,7 @@ pub fn charts(run: &RunRecord) -> Vec<(String, Chart)> {
             format!("run-{workload}.svg"),
             Chart {
                 x_desc: "workers".into(),
+                log_x: false,
                 marker_x: None,
                 panels: vec![
                     panel(format!("{workload}: 2xx answers per second"), "rps", rps),
@@ -278,6 +279,7 @@ pub fn charts(run: &RunRecord) -> Vec<(String, Chart)> {
                 "memory.svg".into(),
                 Chart {
                     x_desc: "workers".into(),
+                    log_x: false,
                     marker_x: None,
                     panels: vec![
                         panel(

@@ -237,6 +237,7 @@ pub fn chart(run: &StreamRun) -> Chart {
     }
     Chart {
         x_desc: "clients downloading at once".into(),
+        log_x: false,
         marker_x: None,
         panels: vec![Panel {
             caption: format!(

@@ -252,6 +252,9 @@ mod tests {
         assert!(svg.contains("<svg") && svg.contains("pipe"));
         // Decades along x (a linear axis to 16 Mi would tick in millions,
         // and the y axis stops short of 100000).
-        assert!(svg.contains("100000.0") && svg.contains("10000000.0"), "{svg}");
+        assert!(
+            svg.contains("100000.0") && svg.contains("10000000.0"),
+            "{svg}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::Error;
-use crate::experiments::{balance, block, conns, crash, run, stream};
+use crate::experiments::{balance, block, conns, crash, ipc, run, stream};
 
 /// The harness for the lab's server models.
 #[derive(Parser, Debug)]
@@ -45,6 +45,14 @@ pub enum Command {
     /// idle keep-alive connections, and write
     /// results/<run name>/conns.{json,md,svg}.
     Conns(conns::ConnsArgs),
+    /// Moving data between workers: time per message and throughput of
+    /// each transport (threads, processes, Node) from 64 B to 16 MiB, and
+    /// write results/<run name>/ipc.{json,md,svg}.
+    Ipc(ipc::IpcArgs),
+    /// Internal: the receiving end of one of `lab ipc`'s process
+    /// transports, started by exec.
+    #[command(hide = true)]
+    IpcPeer(ipc::IpcPeerArgs),
     /// Internal: run the load generator (oha) in this process. The harness
     /// starts it as a child so the load generator is its own process.
     #[command(hide = true)]
@@ -62,6 +70,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Loadgen(args) => match harness::loadgen::run_in_process(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report(e.into()),
+        },
+        Command::IpcPeer(args) => ipc::peer(&args),
+        Command::Ipc(args) => match ipc::main(&args, lab_exe) {
+            Err(e) => report(e),
+            Ok(run) => ended(run.meta.interrupted, run.failed(), "transport(s)", "ipc.md"),
         },
         Command::Run(args) => match run::main(&args, lab_exe) {
             Err(e) => report(e),

@@ -10,6 +10,7 @@ use lab::experiments::balance::report::{self as balance, BalanceRun};
 use lab::experiments::block::report::{self as block, BlockRun};
 use lab::experiments::conns::report::{self as conns, ConnsRun};
 use lab::experiments::crash::report::{self as crash, CrashRun};
+use lab::experiments::ipc::report::{self as ipc, IpcRun};
 use lab::experiments::run::report::{self as run, RunRecord};
 use lab::experiments::stream::report::{self as stream, StreamRun};
 
@@ -49,6 +50,9 @@ fn every_committed_result_file_is_of_the_current_schema() {
                 (r.schema_version, r.meta.complete)
             }),
             "conns.json" => check::<ConnsRun>(&text, &shown, conns::SCHEMA_VERSION, |r| {
+                (r.schema_version, r.meta.complete)
+            }),
+            "ipc.json" => check::<IpcRun>(&text, &shown, ipc::SCHEMA_VERSION, |r| {
                 (r.schema_version, r.meta.complete)
             }),
             "stream.json" => check::<StreamRun>(&text, &shown, stream::SCHEMA_VERSION, |r| {

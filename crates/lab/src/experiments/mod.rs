@@ -6,5 +6,6 @@ pub mod balance;
 pub mod block;
 pub mod conns;
 pub mod crash;
+pub mod ipc;
 pub mod run;
 pub mod stream;

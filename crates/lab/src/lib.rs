@@ -3,9 +3,10 @@
 //! The shape, dependencies pointing one way:
 //!
 //! ```text
-//! main.rs ─► cli ─► experiments::{run, crash, balance, block, stream, conns}
+//! main.rs ─► cli ─► experiments::{run, crash, balance, block, stream, conns, ipc}
 //!                       ├─► args, cells
-//!                       └─► harness (the core) ─► loadgen (oha)
+//!                       ├─► harness (the core) ─► loadgen (oha)
+//!                       └─► ipc (lab ipc's transports)
 //! ```
 //!
 //! - [`cli`]: the `lab` command and its subcommands; exit codes.

@@ -7,6 +7,7 @@
 //! - The core knows no command line (no clap) and no experiment.
 //! - Only the `loadgen` crate links oha and rusqlite, so only it can know
 //!   their formats.
+//! - The `ipc` transports know neither the lab nor a command line.
 //!
 //! `cargo test -p lab --test architecture` shows a violation by name.
 
@@ -226,5 +227,16 @@ fn only_loadgen_links_oha_and_rusqlite() {
         let deps = dependencies(&krate);
         let links = deps.contains("\noha") || deps.contains("\nrusqlite");
         assert_eq!(links, krate == "loadgen", "{krate}: {deps}");
+    }
+}
+
+#[test]
+fn the_transports_know_neither_the_lab_nor_a_command_line() {
+    // `ipc` is one job, moving bytes and timing it: the experiment that
+    // reports on it depends on it, never the other way.
+    let deps = dependencies("ipc");
+    assert!(deps.contains("postcard"), "{deps}");
+    for banned in ["clap", "harness", "\nlab", "service"] {
+        assert!(!deps.contains(banned), "ipc depends on {banned}: {deps}");
     }
 }

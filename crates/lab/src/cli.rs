@@ -48,6 +48,16 @@ pub enum Command {
     /// Moving data between workers: time per message and throughput of
     /// each transport (threads, processes, Node) from 64 B to 16 MiB, and
     /// write results/<run name>/ipc.{json,md,svg}.
+    ///
+    /// A message is one round trip: the sender stamps a sequence number
+    /// into the payload and hands it over; the receiver reads one byte of
+    /// every 4 KiB page and the last, and answers with 16 bytes. Between
+    /// threads: a Vec moved, a Vec copied, an Arc. Between processes (the
+    /// receiver started by exec): pipe and UNIX socket, raw or serde
+    /// (postcard); a shared mapping with an atomic hand-off; a memfd per
+    /// message over SCM_RIGHTS. In Node, where `node` is on PATH:
+    /// postMessage cloned or transferred, a SharedArrayBuffer, and
+    /// process.send. Reported: median and p99 per message, and GB/s.
     Ipc(ipc::IpcArgs),
     /// Internal: the receiving end of one of `lab ipc`'s process
     /// transports, started by exec.
@@ -158,6 +168,10 @@ mod tests {
             &["lab", "crash", "--load", "1.5"],
             &["lab", "crash", "--rate", "0"],
             &["lab", "crash", "--before", "soon"],
+            &["lab", "ipc", "--sizes", "1G"],
+            &["lab", "ipc", "--transports", "tcp"],
+            &["lab", "ipc-peer", "shm", "pages", "not-a-pid"],
+            &["lab", "ipc-peer", "thread-move", "some", "1"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} was accepted");
         }

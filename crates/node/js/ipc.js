@@ -191,7 +191,11 @@ function openTransport(name, maxLen) {
     };
   }
   if (name === 'node-send') {
-    const child = fork(__filename, ['--child'], { serialization: 'advanced', stdio: 'inherit' });
+    const child = fork(__filename, ['--child'], {
+      serialization: 'advanced',
+      // Our stdout is the JSON the harness reads: the child gets none.
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
     const next = replies(child);
     let bytes = null;
     return {

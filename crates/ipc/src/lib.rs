@@ -156,11 +156,11 @@ impl Transport {
     /// one way.
     pub fn describe(self) -> &'static str {
         match self {
-            Transport::ThreadMove => "Vec<u8> moved through a channel and back (no copy)",
+            Transport::ThreadMove => "`Vec<u8>` moved through a channel and back (no copy)",
             Transport::ThreadCopy => {
-                "a fresh Vec<u8> copy through a channel (1 copy, 1 allocation)"
+                "a fresh `Vec<u8>` copy through a channel (1 copy, 1 allocation)"
             }
-            Transport::ThreadArc => "Arc<Vec<u8>> cloned through a channel (no copy)",
+            Transport::ThreadArc => "`Arc<Vec<u8>>` cloned through a channel (no copy)",
             Transport::PipeRaw => "length-prefixed bytes through a pipe (2 copies)",
             Transport::PipeSerde => {
                 "postcard-serialized struct through a pipe (2 copies + encode/decode)"

@@ -11,12 +11,13 @@ use crate::args::{OutputArgs, dedup, parse_duration};
 
 /// `lab ipc`'s flags. With none: every transport at every size from 64 B
 /// to 16 MiB (powers of 4), up to 2000 messages or 1 s per size; about
-/// three minutes on 2 cores. The Node transports need `node` on PATH and
-/// are skipped with one line without it.
+/// a minute on 2 cores (the slow ones, serde and copies of 16 MiB, stop at
+/// the time bound). The Node transports need `node` on PATH and are
+/// skipped with one line without it.
 #[derive(Args, Debug, Clone)]
 pub struct IpcArgs {
     /// The short version: 64 B, 4 KiB, 256 KiB and 16 MiB, up to 300
-    /// messages or 200 ms per size; well under a minute.
+    /// messages or 200 ms per size; about ten seconds.
     #[arg(long)]
     pub quick: bool,
 

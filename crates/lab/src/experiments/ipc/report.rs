@@ -192,7 +192,9 @@ fn markdown(run: &IpcRun) -> String {
         out,
         "**A message** {} Per transport and size: {} untimed messages (at most a quarter of \
          the time), then up to {} timed ones or {} s, whichever comes first. GB/s is the \
-         payload over the median round trip (10^9 bytes/s). Node: {}.\n",
+         payload over the median round trip (10^9 bytes/s); where nothing is copied \
+         (thread-move, thread-arc, shm, node-transfer, node-sab) no byte moves at all, and \
+         it is how much data changes hands per second, not a copy speed. Node: {}.\n",
         p.message,
         p.warmup,
         p.messages,

@@ -8,7 +8,8 @@ use ipc::{Family, Transport};
 use lab::experiments::ipc::report::IpcRun;
 
 mod common;
-use common::{lab_ok, run_lab, scratch};
+use common::{Tagged, lab_ok, run_lab, scratch};
+use testkit::Group;
 
 #[test]
 fn every_transport_moves_both_sizes_and_the_files_say_so() {
@@ -87,4 +88,50 @@ fn bad_input_is_one_line_and_exit_2() {
     }
     // Nothing was measured, so no run folder was made.
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
+#[test]
+fn without_node_its_transports_are_skipped_with_one_line() {
+    let out = scratch("ipc-no-node");
+    let tag = Tagged::new();
+    // No PATH: no `node` (lab finds its peers by its own path, not PATH).
+    let run = |transports: &str, name: &str| {
+        let args = [
+            "ipc",
+            "--transports",
+            transports,
+            "--sizes",
+            "64",
+            "--messages",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--name",
+            name,
+        ];
+        let mut command = tag.command(&args);
+        command.env("PATH", "/nonexistent");
+        let mut lab = Group::spawn(&mut command);
+        let status = lab.finish(Duration::from_secs(120));
+        (status, lab.stderr())
+    };
+    let (status, stderr) = run("shm,node-sab,node-send", "n");
+    assert!(status.success(), "{stderr}");
+    let skips: Vec<&str> = stderr.lines().filter(|l| l.contains("skipping")).collect();
+    assert_eq!(skips.len(), 1, "{stderr}");
+    assert!(
+        skips[0].contains("node-sab, node-send: `node` is not on PATH"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(out.join("n/ipc.json")).unwrap();
+    let record: IpcRun = serde_json::from_str(&text).unwrap();
+    assert_eq!(record.params.transports, [Transport::Shm]);
+    assert_eq!(record.params.skipped.len(), 1);
+    assert_eq!(record.cells.len(), 1);
+    assert_eq!(record.params.node_version, None);
+    // Only Node transports, and no node: nothing can run, bad input.
+    let (status, stderr) = run("node-sab", "m");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(!out.join("m").exists());
+    assert!(tag.alive().is_empty());
 }

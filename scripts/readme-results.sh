@@ -28,6 +28,8 @@ lab block --name "$stamp-block"
 lab stream --name "$stamp-stream"
 # C10K: what an idle connection costs each model.
 lab conns --name "$stamp-conns"
+# What moving a payload between two workers costs, per transport.
+lab ipc --name "$stamp-ipc"
 # What pinning the server and the load generator to disjoint CPUs changes.
 lab run --pin on --models bare,prefork,threadpool,node-cluster,node-threads \
   --workloads noop,cpu --workers 1,2 --duration 3s --name "$stamp-pinned"

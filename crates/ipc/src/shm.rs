@@ -12,8 +12,9 @@
 //! **The hand-off.** The sender stamps the payload, stores its length,
 //! and sets `turn` to [`PEER`]; the peer touches the payload, stores its
 //! ack, and sets `turn` back to [`SENDER`]. A side waiting for its turn
-//! spins briefly (about a microsecond's worth of checks: a reply that
-//! quick is not worth a system call) and then sleeps in `futex(2)` on the
+//! spins briefly (a couple of hundred checks, a few microseconds at
+//! most: a reply that quick is not worth a system call) and then sleeps
+//! in `futex(2)` on the
 //! `turn` word, a shared (not private) futex since two processes wait on
 //! it. A side only calls `FUTEX_WAKE` when the other has said it sleeps,
 //! so a busy ping-pong makes no system calls at all. That is what

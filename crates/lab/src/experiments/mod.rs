@@ -7,4 +7,5 @@ pub mod block;
 pub mod conns;
 pub mod crash;
 pub mod run;
+pub mod split;
 pub mod stream;

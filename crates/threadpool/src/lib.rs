@@ -122,7 +122,6 @@ pub fn run(args: Args) -> Result<(), Error> {
         model: Arc::new(PoolModel {
             pool: pool.clone(),
             offload: args.offload,
-            kind: args.pool,
             started,
         }),
         slots: slots.clone(),
@@ -194,6 +193,13 @@ impl Jobs {
         })
     }
 
+    fn kind(&self) -> PoolKind {
+        match self {
+            Jobs::Queue(_) => PoolKind::Queue,
+            Jobs::Rayon(_) => PoolKind::Rayon,
+        }
+    }
+
     /// Every slot: the pool threads' first, the event loop's last.
     fn slots(&self) -> &Arc<Vec<WorkerSlot>> {
         match self {
@@ -255,7 +261,6 @@ impl Jobs {
 struct PoolModel {
     pool: Jobs,
     offload: Offload,
-    kind: PoolKind,
     started: Instant,
 }
 
@@ -291,7 +296,7 @@ impl Model for PoolModel {
             queue: Some(queue),
             lost: Some(lost),
             offload: Some(self.offload),
-            pool: Some(self.kind),
+            pool: Some(self.pool.kind()),
             ..service::stats_document("threadpool", std::process::id(), self.started, workers)
         }
     }

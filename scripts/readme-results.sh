@@ -24,6 +24,8 @@ scripts/machinery-cost.sh 5 3s
 lab balance --name "$stamp-balance"
 # What CPU work on an event loop does to the latency of everything else.
 lab block --name "$stamp-block"
+# Splitting one request across cores: threads, rayon, processes.
+lab split --name "$stamp-split"
 # Streams vs buffers: what slow clients cost the server's memory.
 lab stream --name "$stamp-stream"
 # C10K: what an idle connection costs each model.

@@ -49,7 +49,7 @@ fn thread_cpu_seconds() -> f64 {
         .map_or(f64::NAN, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
 }
 
-/// Times `service::kernel::pbkdf2_hex(iters)` `runs` times on this thread
+/// Times `service::kernel::pbkdf2_hex(iters, 0)` `runs` times on this thread
 /// and returns each run's seconds. Single-threaded on purpose: it is the
 /// cost of one request on one core.
 ///
@@ -61,7 +61,7 @@ pub fn time_kernel(iters: u32, runs: usize) -> Vec<f64> {
     // (the servers are measured under sustained load).
     let warm_until = thread_cpu_seconds() + 0.1;
     loop {
-        std::hint::black_box(service::kernel::pbkdf2_hex(iters));
+        std::hint::black_box(service::kernel::pbkdf2_hex(iters, 0));
         // An unreadable clock (NaN) compares as `None`: stop warming then.
         if thread_cpu_seconds().partial_cmp(&warm_until) != Some(std::cmp::Ordering::Less) {
             break;
@@ -70,7 +70,7 @@ pub fn time_kernel(iters: u32, runs: usize) -> Vec<f64> {
     (0..runs)
         .map(|_| {
             let start = thread_cpu_seconds();
-            std::hint::black_box(service::kernel::pbkdf2_hex(std::hint::black_box(iters)));
+            std::hint::black_box(service::kernel::pbkdf2_hex(std::hint::black_box(iters), 0));
             thread_cpu_seconds() - start
         })
         .collect()

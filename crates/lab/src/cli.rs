@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::Error;
-use crate::experiments::{balance, block, conns, crash, ipc, run, stream};
+use crate::experiments::{balance, block, conns, crash, ipc, run, split, stream};
 
 /// The harness for the lab's server models.
 #[derive(Parser, Debug)]
@@ -37,6 +37,10 @@ pub enum Command {
     /// work arrives alongside at rising shares of the cores, and write
     /// results/<run name>/block.{json,md,svg}.
     Block(block::BlockArgs),
+    /// Splitting one request across cores: the same `/cpu` work in 1 to P
+    /// parts, a lone request and a saturated server, and write
+    /// results/<run name>/split.{json,md,svg}.
+    Split(split::SplitArgs),
     /// Streams vs buffers: slow clients download from `/stream` and
     /// `/buffer` while the server's memory is sampled, and write
     /// results/<run name>/stream.{json,md,svg}.
@@ -107,6 +111,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Block(args) => match block::main(&args, lab_exe) {
             Err(e) => report(e),
             Ok(run) => ended(run.meta.interrupted, run.failed(), "cell(s)", "block.md"),
+        },
+        Command::Split(args) => match split::main(&args, lab_exe) {
+            Err(e) => report(e),
+            Ok(run) => ended(run.meta.interrupted, run.failed(), "cell(s)", "split.md"),
         },
         Command::Conns(args) => match conns::main(&args, lab_exe) {
             Err(e) => report(e),

@@ -3,7 +3,7 @@
 //! The shape, dependencies pointing one way:
 //!
 //! ```text
-//! main.rs ─► cli ─► experiments::{run, crash, balance, block, stream, conns, ipc}
+//! main.rs ─► cli ─► experiments::{run, crash, balance, block, split, stream, conns, ipc}
 //!                       ├─► args, cells
 //!                       ├─► harness (the core) ─► loadgen (oha)
 //!                       └─► ipc (lab ipc's transports)

@@ -12,6 +12,7 @@ use lab::experiments::conns::report::{self as conns, ConnsRun};
 use lab::experiments::crash::report::{self as crash, CrashRun};
 use lab::experiments::ipc::report::{self as ipc, IpcRun};
 use lab::experiments::run::report::{self as run, RunRecord};
+use lab::experiments::split::report::{self as split, SplitRun};
 use lab::experiments::stream::report::{self as stream, StreamRun};
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -53,6 +54,9 @@ fn every_committed_result_file_is_of_the_current_schema() {
                 (r.schema_version, r.meta.complete)
             }),
             "ipc.json" => check::<IpcRun>(&text, &shown, ipc::SCHEMA_VERSION, |r| {
+                (r.schema_version, r.meta.complete)
+            }),
+            "split.json" => check::<SplitRun>(&text, &shown, split::SCHEMA_VERSION, |r| {
                 (r.schema_version, r.meta.complete)
             }),
             "stream.json" => check::<StreamRun>(&text, &shown, stream::SCHEMA_VERSION, |r| {

@@ -39,6 +39,8 @@ const LAG_RESOLUTION_MS = 10;
 
 const U64_MAX = 2n ** 64n - 1n;
 const ITERS = { min: 1n, max: 10000000n, default: 5000n };
+// Parts per `/cpu` request; iters × parts is bounded by ITERS.max too.
+const PARTS = { min: 1n, max: 64n, default: 1n };
 const IO_MS = { min: 0n, max: 60000n, default: 20n };
 // `/stream` and `/buffer`: N MiB in 64 KiB chunks, each one letter, a to z,
 // cycling (crates/service/src/download.rs).
@@ -344,7 +346,8 @@ function uptimeMs() {
 //   dataset            the /data bytes, or null
 //   allowCrash         --allow-crash
 //   headerTimeoutMs    --header-timeout-ms
-//   execute(job, done) runs { kind: 'cpu', iters } or { kind: 'crash', how }
+//   execute(job, done) runs { kind: 'cpu', iters, first, count } (parts
+//                      first..first+count of a request) or { kind: 'crash', how }
 //                      and calls done({ status, body, worker, headers })
 //   stats(done)        calls done(document) or done(null, why)
 //
@@ -615,8 +618,15 @@ function route(ctx, req, res) {
       return;
     case '/cpu': {
       const iters = numberParam(query, 'iters', ITERS);
-      if (iters.error) reply(ctx, res, 400, iters.error, main);
-      else ctx.execute({ kind: 'cpu', iters: Number(iters.value) }, done);
+      const parts = numberParam(query, 'parts', PARTS);
+      const bad = iters.error || parts.error;
+      if (bad) reply(ctx, res, 400, bad, main);
+      else if (iters.value * parts.value > ITERS.max) {
+        reply(ctx, res, 400, `parameters \`iters\` × \`parts\` must be at most ${ITERS.max}: `
+          + `${iters.value} × ${parts.value} is over\n`, main);
+      } else {
+        ctx.execute({ kind: 'cpu', iters: Number(iters.value), first: 0, count: Number(parts.value) }, done);
+      }
       return;
     }
     case '/io': {
@@ -669,11 +679,12 @@ function route(ctx, req, res) {
 }
 
 // `execute` for a kind whose jobs run on the event loop itself (a cluster
-// worker, node-single): `/cpu` blocks the loop, a crash ends the process.
+// worker, node-single): `/cpu` blocks the loop, its parts one after
+// another, and a crash ends the process.
 function executeInline(ctx) {
   return (job, done) => {
     if (job.kind === 'cpu') {
-      done({ status: 200, body: cpu(job.iters), worker: ctx.loopWorker });
+      done({ status: 200, body: cpu(job.iters, job.first, job.count), worker: ctx.loopWorker });
       return;
     }
     crash(job.how, false, (message) => ctx.log.warn(message));

@@ -19,7 +19,7 @@ const log = (message) => {
 
 parentPort.on('message', (job) => {
   if (job.kind === 'cpu') {
-    parentPort.postMessage({ t: 'done', id: job.id, body: cpu(job.iters) });
+    parentPort.postMessage({ t: 'done', id: job.id, body: cpu(job.iters, job.first, job.count) });
   } else {
     // In a thread: panic throws out of this handler, exit ends the thread,
     // abort and segv signal the whole process, hang spins here.

@@ -63,6 +63,14 @@ function threadCpuMs(tid) {
   }
 }
 
+// A request's answer from its parts' answers, in part order: their bodies
+// one after another and the first part's worker, or the first that failed.
+function joined(answers) {
+  const failed = answers.find((answer) => answer.status !== 200);
+  if (failed) return failed;
+  return { status: 200, body: answers.map((answer) => answer.body).join(''), worker: answers[0].worker };
+}
+
 class Pool {
   constructor(size, capacity, timeoutMs, dataset, log, onReady) {
     this.capacity = capacity;
@@ -154,15 +162,16 @@ class Pool {
     return { status: 500, body: `${message}\n`, worker: String(slot.id) };
   }
 
-  // Runs `job` now on a free thread, queues it, or refuses it (503).
+  // Runs a request's job now on free threads, queues it, or refuses it
+  // (503). A `/cpu` job of P parts is P jobs, one message each, which run
+  // on as many threads as are free; the request is admitted whole, when the
+  // parts that find no free thread fit in the queue, or not at all.
   submit(job, done) {
-    const free = this.slots.find((slot) => slot.state === 'ready' && slot.job === null);
-    const entry = { id: ++this.nextJobId, job, done };
-    if (free) {
-      this.run(free, entry);
-    } else if (this.queue.length < this.capacity) {
-      this.queue.push(entry);
-    } else {
+    const jobs = job.kind === 'cpu'
+      ? Array.from({ length: job.count }, (_, i) => ({ kind: 'cpu', iters: job.iters, first: job.first + i, count: 1 }))
+      : [job];
+    const free = this.slots.filter((slot) => slot.state === 'ready' && slot.job === null);
+    if (jobs.length - Math.min(free.length, jobs.length) > this.capacity - this.queue.length) {
       this.rejected++;
       done({
         status: 503,
@@ -170,7 +179,22 @@ class Pool {
         worker: 'main',
         headers: { 'retry-after': '1' },
       });
+      return;
     }
+    const answers = new Array(jobs.length);
+    let left = jobs.length;
+    jobs.forEach((part, i) => {
+      const entry = {
+        id: ++this.nextJobId,
+        job: part,
+        done: (answer) => {
+          answers[i] = answer;
+          if (--left === 0) done(joined(answers));
+        },
+      };
+      if (i < free.length) this.run(free[i], entry);
+      else this.queue.push(entry);
+    });
   }
 
   run(slot, entry) {

@@ -5,10 +5,19 @@
 
 const crypto = require('node:crypto');
 
-// PBKDF2-HMAC-SHA256, password `password`, salt `salt`, 32 bytes, as hex and
-// a newline: the contract's `/cpu` body, test vectors included.
-function cpu(iters) {
-  return crypto.pbkdf2Sync('password', 'salt', iters, 32, 'sha256').toString('hex') + '\n';
+// PBKDF2-HMAC-SHA256, password `password`, 32 bytes, as hex and a newline:
+// one line of the contract's `/cpu` body, test vectors included. Part 0's
+// salt is `salt`, part p's is `salt` followed by p (`salt1`, `salt2`, ...).
+function cpuPart(iters, part) {
+  const salt = part === 0 ? 'salt' : `salt${part}`;
+  return crypto.pbkdf2Sync('password', salt, iters, 32, 'sha256').toString('hex') + '\n';
+}
+
+// Parts `first` to `first + count - 1`, one after another on this thread.
+function cpu(iters, first, count) {
+  let body = '';
+  for (let part = first; part < first + count; part++) body += cpuPart(iters, part);
+  return body;
 }
 
 const CRASH_MODES = ['panic', 'abort', 'exit', 'segv', 'hang'];

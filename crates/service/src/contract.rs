@@ -5,7 +5,8 @@
 //! - [`Ready`]: the one line a server prints on stdout.
 //! - [`Stats`]: the `/stats` document, with the common part every server
 //!   must give and the per-model extras as optional fields.
-//! - [`CrashMode`], [`Balance`], [`DatasetLoad`], [`Offload`]: the values
+//! - [`CrashMode`], [`Balance`], [`DatasetLoad`], [`Offload`], [`PoolKind`]:
+//!   the values
 //!   of `/crash?how=` and of the model flags the harness sets.
 //!
 //! Servers serialize these; the harness deserializes them, also from
@@ -83,6 +84,9 @@ pub struct Stats {
     /// threadpool: which jobs leave the event loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offload: Option<Offload>,
+    /// threadpool: what runs its jobs (`--pool`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolKind>,
     /// Every live process of the server, as `/proc` shows it when `/stats`
     /// is answered: what a harness on another machine needs to measure the
     /// server's CPU and memory. Absent from servers that cannot read it.
@@ -319,6 +323,27 @@ pub enum Offload {
     None,
 }
 
+/// What runs a threaded server's jobs (`--pool`).
+#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    /// N threads taking jobs from one bounded queue, one job at a time.
+    #[default]
+    Queue,
+    /// A rayon pool of N threads: work stealing, a request's parts split
+    /// with `par_iter`; admission bounded as the queue is.
+    Rayon,
+}
+
+impl PoolKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolKind::Queue => "queue",
+            PoolKind::Rayon => "rayon",
+        }
+    }
+}
+
 macro_rules! display_by_name {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {
@@ -338,7 +363,7 @@ impl Offload {
         }
     }
 }
-display_by_name!(Offload);
+display_by_name!(Offload, PoolKind);
 
 #[cfg(test)]
 mod tests {

@@ -28,7 +28,7 @@ use crate::crash::CrashMode;
 use crate::dataset::Dataset;
 use crate::download::{self, Chunks, MB_RANGE};
 use crate::job::{BoxFuture, Job, JobError, WorkerId};
-use crate::kernel::ITERS_RANGE;
+use crate::kernel::{ITERS_RANGE, PARTS_RANGE};
 use crate::slot::{InFlight, WorkerSlot};
 
 /// The content type of `/stream` and `/buffer`.
@@ -418,10 +418,19 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
     match parts.uri.path() {
         "/" | "/health" => Ok(Reply::ok("ok\n")),
         "/cpu" => {
-            let range = *ITERS_RANGE.start() as u64..=*ITERS_RANGE.end() as u64;
-            let iters =
-                number_param(query, "iters", range, Some(5000)).map_err(bad_request)? as u32;
-            Ok(app.model.execute(Job::Cpu { iters }).await?.into())
+            let wide = |r: &RangeInclusive<u32>| *r.start() as u64..=*r.end() as u64;
+            let iters = number_param(query, "iters", wide(&ITERS_RANGE), Some(5000))
+                .map_err(bad_request)? as u32;
+            let parts = number_param(query, "parts", wide(&PARTS_RANGE), Some(1))
+                .map_err(bad_request)? as u32;
+            if iters as u64 * parts as u64 > *ITERS_RANGE.end() as u64 {
+                return Err(bad_request(format!(
+                    "parameters `iters` × `parts` must be at most {}: \
+                     {iters} × {parts} is over\n",
+                    ITERS_RANGE.end()
+                )));
+            }
+            Ok(app.model.execute(Job::cpu(iters, parts)).await?.into())
         }
         "/io" => {
             let ms = number_param(query, "ms", IO_MS_RANGE, Some(20)).map_err(bad_request)?;

@@ -14,8 +14,11 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Handler work that a model may run somewhere other than the event loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Job {
-    /// `GET /cpu`: PBKDF2 with this many iterations.
-    Cpu { iters: u32 },
+    /// `GET /cpu`: parts `first..first + count` of a request, each PBKDF2
+    /// with `iters` iterations ([`kernel::pbkdf2_hex`]). A request starts
+    /// as one job of all its parts ([`Job::cpu`]); a model that can run
+    /// parts at once splits it ([`Job::parts`]).
+    Cpu { iters: u32, first: u32, count: u32 },
     /// `POST /crash`: fail in this way.
     Crash(CrashMode),
 }
@@ -26,11 +29,46 @@ pub enum Job {
 pub struct ExitRequested;
 
 impl Job {
-    /// Runs the job on the calling thread and returns the response body.
+    /// A whole `/cpu` request: `parts` parts of `iters` iterations each.
+    pub fn cpu(iters: u32, parts: u32) -> Job {
+        Job::Cpu {
+            iters,
+            first: 0,
+            count: parts,
+        }
+    }
+
+    /// The job as jobs of one part each, in order: what a model that can
+    /// run parts at once hands to its threads. A crash job is itself.
+    pub fn parts(self) -> Vec<Job> {
+        match self {
+            Job::Cpu {
+                iters,
+                first,
+                count,
+            } => (first..first + count)
+                .map(|part| Job::Cpu {
+                    iters,
+                    first: part,
+                    count: 1,
+                })
+                .collect(),
+            crash => vec![crash],
+        }
+    }
+
+    /// Runs the job on the calling thread and returns the response body:
+    /// for `/cpu`, one line per part, in order, computed one after another.
     /// Crash jobs do not return, except [`CrashMode::Exit`].
     pub fn run(self) -> Result<String, ExitRequested> {
         match self {
-            Job::Cpu { iters } => Ok(kernel::pbkdf2_hex(iters) + "\n"),
+            Job::Cpu {
+                iters,
+                first,
+                count,
+            } => Ok((first..first + count)
+                .map(|part| kernel::pbkdf2_hex(iters, part) + "\n")
+                .collect()),
             Job::Crash(mode) => {
                 crash::trigger(mode);
                 Err(ExitRequested)
@@ -64,6 +102,22 @@ pub struct Done {
     pub body: String,
 }
 
+impl Done {
+    /// A request's answer from the answers of its parts, in part order:
+    /// their bodies one after another, and the first part's worker for
+    /// `x-worker`. The first part that failed fails the request.
+    pub fn joined(
+        parts: impl IntoIterator<Item = Result<Done, JobError>>,
+    ) -> Result<Done, JobError> {
+        let mut parts = parts.into_iter();
+        let mut done = parts.next().ok_or(JobError::Abandoned)??;
+        for part in parts {
+            done.body.push_str(&part?.body);
+        }
+        Ok(done)
+    }
+}
+
 /// Why a job produced no body. Each maps to one HTTP answer.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -88,5 +142,26 @@ impl JobError {
             JobError::QueueFull { .. } | JobError::Abandoned => None,
             JobError::Panicked { worker } | JobError::WorkerExited { worker } => Some(*worker),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_job_splits_into_its_parts_and_answers_a_line_each_in_order() {
+        let whole = Job::cpu(1, 3);
+        let parts = whole.parts();
+        assert_eq!(parts.len(), 3);
+        let joined: String = parts.iter().map(|part| part.run().unwrap()).collect();
+        assert_eq!(joined, whole.run().unwrap());
+        let lines: Vec<&str> = joined.lines().collect();
+        assert_eq!(lines[0], kernel::pbkdf2_hex(1, 0));
+        assert_eq!(lines[2], kernel::pbkdf2_hex(1, 2));
+        assert_eq!(
+            Job::Crash(CrashMode::Panic).parts(),
+            [Job::Crash(CrashMode::Panic)]
+        );
     }
 }

@@ -62,6 +62,14 @@ pub use crate::profile::{ExhaustionLog, Profile};
 /// The contract's published `/cpu` vectors.
 pub const CPU_ITERS_1: &str = "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b";
 pub const CPU_ITERS_1000: &str = "632c2812e46d4604102ba7618e9d6d7d2f8128f6266b4a03264d2a0460b7dcb3";
+/// `/cpu?iters=1000&parts=P`'s lines after the first: parts 1, 2 and 63
+/// (salts `salt1`, `salt2`, `salt63`).
+pub const CPU_ITERS_1000_PART_1: &str =
+    "43a5fbdf861506858816102f630c3ba726394b622118993c5c53cf9ee1570049";
+pub const CPU_ITERS_1000_PART_2: &str =
+    "e388b7cf7ab7dceb5e7a02dd8b8b5b5848f289f182ed45f03a36ec7244322b8a";
+pub const CPU_ITERS_1000_PART_63: &str =
+    "67d055e4ef4ee374b107b766a4e4cb1b77ce449bee4ea011da9e9f76ad6abfd0";
 
 /// Every endpoint answers as the contract says, with `x-worker` on every
 /// response.
@@ -73,14 +81,17 @@ pub fn endpoints(bin: &str, extra: &[&str], profile: Profile) {
     );
     assert_eq!(server.ready().workers, profile.workers);
 
-    // Requests sent, and how many of them were `/cpu` (a job a model may
-    // hand to its workers).
+    // Requests sent, and how many `/cpu` jobs they asked for (a job a model
+    // may hand to its workers; a request of P parts is P jobs).
     let sent = std::cell::Cell::new(0u64);
     let cpu_sent = std::cell::Cell::new(0u64);
     let ok = |path: &str| -> Response {
         sent.set(sent.get() + 1);
         if path.starts_with("/cpu") {
-            cpu_sent.set(cpu_sent.get() + 1);
+            let parts = path
+                .split_once("parts=")
+                .map_or(1, |(_, p)| p.parse::<u64>().expect("a test's parts"));
+            cpu_sent.set(cpu_sent.get() + parts);
         }
         let response = server.get(path);
         assert_eq!(response.status, 200, "GET {path}: {response:?}");
@@ -93,6 +104,26 @@ pub fn endpoints(bin: &str, extra: &[&str], profile: Profile) {
     assert_eq!(ok("/cpu?iters=1000").body, format!("{CPU_ITERS_1000}\n"));
     let default_cpu = ok("/cpu").body;
     assert_eq!(default_cpu.trim_end().len(), 64, "{default_cpu:?}");
+    // Parts: one line each, in order, part 0 with the original salt.
+    assert_eq!(
+        ok("/cpu?iters=1000&parts=1").body,
+        format!("{CPU_ITERS_1000}\n")
+    );
+    assert_eq!(
+        ok("/cpu?iters=1000&parts=3").body,
+        format!("{CPU_ITERS_1000}\n{CPU_ITERS_1000_PART_1}\n{CPU_ITERS_1000_PART_2}\n")
+    );
+    let most = ok("/cpu?iters=1000&parts=64").body;
+    let lines: Vec<&str> = most.lines().collect();
+    assert_eq!(lines.len(), 64, "{most:?}");
+    assert_eq!(
+        (lines[0], lines[1], lines[63]),
+        (
+            CPU_ITERS_1000,
+            CPU_ITERS_1000_PART_1,
+            CPU_ITERS_1000_PART_63
+        )
+    );
     assert_eq!(ok("/io?ms=5").body, "io\n");
     assert_eq!(ok("/io").body, "io\n");
 
@@ -188,6 +219,14 @@ pub fn bad_input(bin: &str, extra: &[&str], profile: Profile) {
         ("GET /cpu?iters=0 HTTP/1.1\r\n", 400, "1..=10000000"),
         ("GET /cpu?iters=10000001 HTTP/1.1\r\n", 400, "iters"),
         ("GET /cpu?iters=-5 HTTP/1.1\r\n", 400, "iters"),
+        ("GET /cpu?parts=0 HTTP/1.1\r\n", 400, "1..=64"),
+        ("GET /cpu?parts=65 HTTP/1.1\r\n", 400, "parts"),
+        ("GET /cpu?iters=1&parts=two HTTP/1.1\r\n", 400, "parts"),
+        (
+            "GET /cpu?iters=1000000&parts=11 HTTP/1.1\r\n",
+            400,
+            "`iters` × `parts` must be at most 10000000",
+        ),
         ("GET /io?ms=60001 HTTP/1.1\r\n", 400, "0..=60000"),
         ("GET /io?ms=soon HTTP/1.1\r\n", 400, "ms"),
         ("GET /stream?mb=0 HTTP/1.1\r\n", 400, "1..=64"),

@@ -6,20 +6,38 @@
 
 /// Expands to one `#[test]` per shared pool case, run against `$bin`, whose
 /// `/stats` must name `$model`.
+///
+/// - `pool_tests!(BIN, MODEL)`: every case, with the kind's default flags.
+/// - `pool_tests!(mod NAME, BIN, MODEL, flags: ["--flag", "value"])`: every
+///   case in a module `NAME`, each server started with those flags too
+///   (threadpool's `--pool rayon`).
 #[macro_export]
 macro_rules! pool_tests {
+    (mod $module:ident, $bin:expr, $model:expr, flags: [$($flag:expr),* $(,)?]) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::pool_tests!(@each $bin, $model, [$($flag),*],
+                stats_show_the_pool_the_queue_and_the_loop,
+                a_full_queue_answers_503_at_once_and_recovers,
+                a_request_is_admitted_whole_or_refused_whole,
+                abort_and_segv_in_a_thread_take_the_whole_process,
+                sigterm_lets_queued_jobs_finish);
+        }
+    };
     ($bin:expr, $model:expr) => {
-        $crate::pool_tests!(@each $bin, $model,
+        $crate::pool_tests!(@each $bin, $model, [],
             stats_show_the_pool_the_queue_and_the_loop,
             a_full_queue_answers_503_at_once_and_recovers,
+            a_request_is_admitted_whole_or_refused_whole,
             abort_and_segv_in_a_thread_take_the_whole_process,
             sigterm_lets_queued_jobs_finish);
     };
-    (@each $bin:expr, $model:expr, $($case:ident),+) => {
+    (@each $bin:expr, $model:expr, $flags:tt, $($case:ident),+) => {
         $(
             #[test]
             fn $case() {
-                $crate::pool::$case($bin, $model);
+                $crate::pool::$case($bin, &$flags, $model);
             }
         )+
     };
@@ -81,8 +99,8 @@ pub fn queue_depth(server: &Server) -> u64 {
 /// `/stats` shows every pool thread as a ready, idle thread of the one
 /// process, the queue, the event loop (`main`) and its lag, no lost thread,
 /// and counts a `/cpu` once on the loop and once on the pool.
-pub fn stats_show_the_pool_the_queue_and_the_loop(bin: &str, model: &str) {
-    let server = Server::start(bin, &["--workers", "3", "--queue", "7"]);
+pub fn stats_show_the_pool_the_queue_and_the_loop(bin: &str, extra: &[&str], model: &str) {
+    let server = Server::start(bin, &[&["--workers", "3", "--queue", "7"], extra].concat());
     let answer = server.get("/cpu?iters=1");
     assert_eq!(answer.body, format!("{CPU_ITERS_1}\n"));
     assert!(
@@ -124,8 +142,8 @@ pub fn stats_show_the_pool_the_queue_and_the_loop(bin: &str, model: &str) {
 /// With the pool busy and the queue full, a job is refused at once with a
 /// 503 from the event loop, which counts it as its error and still serves;
 /// the running and queued jobs complete, and the pool takes jobs again.
-pub fn a_full_queue_answers_503_at_once_and_recovers(bin: &str, _model: &str) {
-    let server = Server::start(bin, &["--workers", "1", "--queue", "2"]);
+pub fn a_full_queue_answers_503_at_once_and_recovers(bin: &str, extra: &[&str], _model: &str) {
+    let server = Server::start(bin, &[&["--workers", "1", "--queue", "2"], extra].concat());
     // One job running and two queued fill the pool.
     let running = get_in_background(&server, SLOW_CPU);
     assert!(wait_until(Duration::from_secs(10), || pool_in_flight(
@@ -162,11 +180,37 @@ pub fn a_full_queue_answers_503_at_once_and_recovers(bin: &str, _model: &str) {
     assert_eq!(server.get("/cpu?iters=1").status, 200);
 }
 
+/// A request of P parts takes P places: with one thread busy and room for
+/// two jobs, a request of three parts is refused at once, whole (the queue
+/// stays empty), and one of two parts is admitted and answered in full.
+pub fn a_request_is_admitted_whole_or_refused_whole(bin: &str, extra: &[&str], _model: &str) {
+    let server = Server::start(bin, &[&["--workers", "1", "--queue", "2"], extra].concat());
+    let running = get_in_background(&server, SLOW_CPU);
+    assert!(wait_until(Duration::from_secs(10), || pool_in_flight(
+        &server.stats()
+    ) == 1));
+    let refused = server.get("/cpu?iters=1&parts=3");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(queue_depth(&server), 0, "no part of it was queued");
+    let admitted = server.get("/cpu?iters=1&parts=2");
+    assert_eq!(admitted.status, 200, "{admitted:?}");
+    assert_eq!(admitted.body.lines().count(), 2, "{admitted:?}");
+    assert_eq!(running.join().unwrap().status, 200);
+    let stats = server.stats();
+    assert_eq!(stats.queue.as_ref().unwrap().rejected, 1, "{stats:?}");
+    assert_eq!(
+        pool_requests(&stats),
+        3,
+        "the slow job and two parts: {stats:?}"
+    );
+}
+
 /// No thread survives an abort or a segfault: it takes the whole process,
 /// which dies of the signal, and nobody listens any more.
-pub fn abort_and_segv_in_a_thread_take_the_whole_process(bin: &str, _model: &str) {
+pub fn abort_and_segv_in_a_thread_take_the_whole_process(bin: &str, extra: &[&str], _model: &str) {
     for (mode, signal) in [("abort", "signal 6"), ("segv", "signal 11")] {
-        let mut server = Server::start(bin, &["--workers", "2", "--allow-crash"]);
+        let mut server =
+            Server::start(bin, &[&["--workers", "2", "--allow-crash"], extra].concat());
         let result = server.crash(mode);
         assert!(result.is_err(), "{mode}: {result:?}");
         let status = server
@@ -182,8 +226,8 @@ pub fn abort_and_segv_in_a_thread_take_the_whole_process(bin: &str, _model: &str
 
 /// SIGTERM lets the running job and the queued one finish and answer, then
 /// the server exits 0.
-pub fn sigterm_lets_queued_jobs_finish(bin: &str, _model: &str) {
-    let mut server = Server::start(bin, &["--workers", "1"]);
+pub fn sigterm_lets_queued_jobs_finish(bin: &str, extra: &[&str], _model: &str) {
+    let mut server = Server::start(bin, &[&["--workers", "1"], extra].concat());
     let running = get_in_background(&server, SLOW_CPU);
     assert!(wait_until(Duration::from_secs(10), || pool_in_flight(
         &server.stats()

@@ -7,6 +7,10 @@
 //! jobs from one bounded crossbeam channel and answering over one-shot
 //! channels. `/io` stays on the loop, as a timer, like Node's I/O.
 //!
+//! `--pool rayon` puts a rayon pool in the queue's place ([`rayon_pool`]):
+//! the same bound on admitted jobs, work stealing instead of one queue, and
+//! a request's parts (`/cpu?parts=P`) split with `par_iter`.
+//!
 //! Everything is shared by address: the dataset is one `Arc`, and the stats
 //! slots (the same type prefork keeps in shared memory) are one allocation.
 //! That is what threads buy, and also what they cost: an `abort` or a
@@ -14,20 +18,23 @@
 //! be killed, only abandoned. The tests and `lab crash` show both.
 
 pub mod pool;
+pub mod rayon_pool;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use service::cli::CommonArgs;
-pub use service::contract::Offload;
-use service::contract::{MainStats, Stats};
+use service::contract::{LostThread, MainStats, QueueStats, Stats, WorkerStats};
+pub use service::contract::{Offload, PoolKind};
 use service::dataset::Dataset;
 use service::job::{BoxFuture, Done, Job, JobError, WorkerId};
+use service::slot::{SlotState, WorkerSlot};
 use service::{App, Model, SlotTable};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::pool::Pool;
+use crate::rayon_pool::RayonPool;
 
 /// How often the watchdog looks for ended or hung pool threads.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
@@ -47,8 +54,9 @@ pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Capacity of the job queue in front of the pool. When it is full,
-    /// `/cpu` answers 503 with `retry-after: 1` at once.
+    /// Capacity of the job queue in front of the pool, in jobs (a request
+    /// of P parts takes P). When a request's jobs do not fit, `/cpu`
+    /// answers 503 with `retry-after: 1` at once.
     #[arg(long, value_name = "JOBS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub queue: u32,
@@ -58,6 +66,14 @@ pub struct Args {
     /// offloading buys.
     #[arg(long, value_enum, default_value_t = Offload::Cpu)]
     pub offload: Offload,
+
+    /// What runs the jobs. `queue`: N threads taking jobs from one bounded
+    /// queue in order. `rayon`: a rayon pool of N threads, work stealing,
+    /// a request's parts split with `par_iter`; the same bound on admitted
+    /// jobs. rayon cannot end or replace its threads: `exit` leaves the
+    /// thread serving, and a hung thread is only reported.
+    #[arg(long, value_enum, default_value_t = PoolKind::Queue)]
+    pub pool: PoolKind,
 
     /// Give up on a pool thread whose job has run this long (0: never) and
     /// start a replacement. The stuck thread cannot be killed; it is reported
@@ -95,7 +111,7 @@ pub fn run(args: Args) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(bind_error)?;
     let dataset =
         (args.common.dataset_mb > 0).then(|| Arc::new(Dataset::generate(args.common.dataset_mb)));
-    let pool = Pool::start(threads, args.queue as usize).map_err(Error::Pool)?;
+    let pool = Jobs::start(args.pool, threads, args.queue as usize).map_err(Error::Pool)?;
     let slots: SlotTable = pool.slots().clone();
     let main_slot = pool.main_slot();
     // The event loop's slot: `/stats` reports it as `main`, with this pid.
@@ -142,7 +158,8 @@ pub fn run(args: Args) -> Result<(), Error> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         service::announce_ready("threadpool", addr, threads).map_err(Error::Stdout)?;
-        tracing::info!(%addr, threads, queue = args.queue, offload = ?args.offload, "ready");
+        tracing::info!(%addr, threads, queue = args.queue, offload = ?args.offload,
+            pool = ?args.pool, "ready");
         let shutdown = async {
             tokio::select! {
                 _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -159,10 +176,90 @@ pub fn run(args: Args) -> Result<(), Error> {
     Ok(())
 }
 
+/// What runs the jobs (`--pool`): the two share what the event loop asks
+/// of them, and differ in how they run a job and what they can do about a
+/// thread that ends or hangs.
+#[derive(Clone, Debug)]
+enum Jobs {
+    Queue(Arc<Pool>),
+    Rayon(Arc<RayonPool>),
+}
+
+impl Jobs {
+    fn start(kind: PoolKind, threads: usize, capacity: usize) -> std::io::Result<Jobs> {
+        Ok(match kind {
+            PoolKind::Queue => Jobs::Queue(Pool::start(threads, capacity)?),
+            PoolKind::Rayon => Jobs::Rayon(RayonPool::start(threads, capacity)?),
+        })
+    }
+
+    fn kind(&self) -> PoolKind {
+        match self {
+            Jobs::Queue(_) => PoolKind::Queue,
+            Jobs::Rayon(_) => PoolKind::Rayon,
+        }
+    }
+
+    /// Every slot: the pool threads' first, the event loop's last.
+    fn slots(&self) -> &Arc<Vec<WorkerSlot>> {
+        match self {
+            Jobs::Queue(pool) => pool.slots(),
+            Jobs::Rayon(pool) => pool.slots(),
+        }
+    }
+
+    fn main_slot(&self) -> usize {
+        self.slots().len() - 1
+    }
+
+    /// Whether every pool thread has started taking jobs.
+    fn all_ready(&self) -> bool {
+        self.slots()[..self.main_slot()]
+            .iter()
+            .all(|s| s.state() == SlotState::Ready)
+    }
+
+    fn watch(&self, hang_timeout: Option<Duration>) {
+        match self {
+            Jobs::Queue(pool) => pool.watch(hang_timeout),
+            Jobs::Rayon(pool) => pool.watch(hang_timeout),
+        }
+    }
+
+    /// A request's jobs: its parts, run at once where threads are free.
+    async fn submit(self, jobs: Vec<Job>) -> Result<Done, JobError> {
+        match self {
+            Jobs::Queue(pool) => pool.submit(jobs).await,
+            Jobs::Rayon(pool) => pool.submit(jobs).await,
+        }
+    }
+
+    /// The queue's threads can end and be given up on; rayon's cannot.
+    fn stats(&self) -> (Vec<WorkerStats>, QueueStats, Vec<LostThread>) {
+        match self {
+            Jobs::Queue(pool) => pool.stats(),
+            Jobs::Rayon(pool) => {
+                let (workers, queue) = pool.stats();
+                (workers, queue, Vec::new())
+            }
+        }
+    }
+
+    /// Closes the queue and waits for its threads; returns how many still
+    /// ran at `deadline`. rayon's threads end by themselves once the pool
+    /// is dropped and their work is done, so none is waited for.
+    fn shutdown(&self, deadline: Instant) -> usize {
+        match self {
+            Jobs::Queue(pool) => pool.shutdown(deadline),
+            Jobs::Rayon(_) => 0,
+        }
+    }
+}
+
 /// The threadpool model: jobs go to the pool, or stay on the loop with
 /// `--offload none`.
 struct PoolModel {
-    pool: Arc<Pool>,
+    pool: Jobs,
     offload: Offload,
     started: Instant,
 }
@@ -170,22 +267,23 @@ struct PoolModel {
 impl Model for PoolModel {
     fn execute(&self, job: Job) -> BoxFuture<Result<Done, JobError>> {
         if let (Job::Cpu { .. }, Offload::None) = (job, self.offload) {
-            // Blocks the event loop for the whole computation, exactly as a
-            // CPU-bound handler does in Node without workers.
+            // Blocks the event loop for the whole computation, every part
+            // one after another, exactly as a CPU-bound handler does in Node
+            // without workers.
             let body = job.run().expect("a cpu job never asks to exit");
             return Box::pin(std::future::ready(Ok(Done {
                 worker: WorkerId::Main,
                 body,
             })));
         }
-        let pool = self.pool.clone();
-        Box::pin(async move { pool.submit(job).await })
+        Box::pin(self.pool.clone().submit(job.parts()))
     }
 
     fn stats(&self) -> Stats {
         let (workers, queue, lost) = self.pool.stats();
-        let main = &self.pool.slots()[self.pool.main_slot()];
-        let main_entry = main.stats(self.pool.main_slot());
+        let main_slot = self.pool.main_slot();
+        let main = &self.pool.slots()[main_slot];
+        let main_entry = main.stats(main_slot);
         Stats {
             main: Some(MainStats {
                 pid: main_entry.pid,
@@ -198,6 +296,7 @@ impl Model for PoolModel {
             queue: Some(queue),
             lost: Some(lost),
             offload: Some(self.offload),
+            pool: Some(self.pool.kind()),
             ..service::stats_document("threadpool", std::process::id(), self.started, workers)
         }
     }

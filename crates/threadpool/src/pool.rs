@@ -114,36 +114,46 @@ impl Pool {
         &self.slots
     }
 
-    /// The event loop's slot index.
-    pub fn main_slot(&self) -> usize {
-        self.slots.len() - 1
-    }
-
-    /// Whether every pool thread has started taking jobs.
-    pub fn all_ready(&self) -> bool {
-        self.slots[..self.main_slot()]
-            .iter()
-            .all(|s| s.state() == SlotState::Ready)
-    }
-
-    /// Queues a job without ever blocking the caller: a full queue is an
-    /// immediate [`JobError::QueueFull`], which the HTTP layer turns into 503.
-    pub async fn submit(&self, job: Job) -> Result<Done, JobError> {
-        let (reply, outcome) = oneshot::channel();
-        let sent = match self.sender.lock().unwrap().as_ref() {
-            Some(sender) => sender.try_send(Task { job, reply }),
-            None => return Err(JobError::Abandoned),
+    /// Queues a request's jobs (its parts, [`Job::parts`]) without ever
+    /// blocking the caller, and answers when all have run. A request is
+    /// admitted whole or not at all: when the queue has fewer free places
+    /// than it has parts, it gets an immediate [`JobError::QueueFull`],
+    /// which the HTTP layer turns into 503.
+    ///
+    /// Checking the free places and then sending cannot race: the event
+    /// loop is the only thread that submits, and the pool threads only ever
+    /// make room.
+    pub async fn submit(&self, jobs: Vec<Job>) -> Result<Done, JobError> {
+        let full = JobError::QueueFull {
+            capacity: self.capacity,
         };
-        match sent {
-            Ok(()) => outcome.await.unwrap_or(Err(JobError::Abandoned)),
-            Err(TrySendError::Full(_)) => {
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        {
+            let sender = self.sender.lock().unwrap();
+            let Some(sender) = sender.as_ref() else {
+                return Err(JobError::Abandoned);
+            };
+            if self.capacity - sender.len().min(self.capacity) < jobs.len() {
                 self.rejected.fetch_add(1, Relaxed);
-                Err(JobError::QueueFull {
-                    capacity: self.capacity,
-                })
+                return Err(full);
             }
-            Err(TrySendError::Disconnected(_)) => Err(JobError::Abandoned),
+            for job in jobs {
+                let (reply, outcome) = oneshot::channel();
+                match sender.try_send(Task { job, reply }) {
+                    Ok(()) => outcomes.push(outcome),
+                    Err(TrySendError::Full(_)) => {
+                        self.rejected.fetch_add(1, Relaxed);
+                        return Err(full);
+                    }
+                    Err(TrySendError::Disconnected(_)) => return Err(JobError::Abandoned),
+                }
+            }
         }
+        let mut answers = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            answers.push(outcome.await.unwrap_or(Err(JobError::Abandoned)));
+        }
+        Done::joined(answers)
     }
 
     /// Starts a thread for `slot` as owner `generation`. It takes jobs only

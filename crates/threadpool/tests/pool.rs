@@ -12,6 +12,7 @@ use testkit::{Server, crash_flags, wait_until};
 const BIN: &str = env!("CARGO_BIN_EXE_threadpool");
 
 testkit::pool_tests!(BIN, "threadpool");
+testkit::pool_tests!(mod rayon, BIN, "threadpool", flags: ["--pool", "rayon"]);
 
 #[test]
 fn a_panic_fails_one_request_and_the_thread_survives() {
@@ -174,4 +175,69 @@ fn offload_none_runs_cpu_on_the_event_loop() {
     assert_eq!(response.body, format!("{CPU_ITERS_1}\n"));
     assert_eq!(response.worker(), "main");
     assert_eq!(pool_requests(&server.stats()), 0, "the pool did nothing");
+}
+
+/// A request's parts go to the pool as jobs of their own: with `--pool
+/// queue` as with `--pool rayon`, each part is counted once on the thread
+/// that ran it, and the answer is every part's line in order.
+#[test]
+fn a_requests_parts_are_jobs_on_the_pool() {
+    for pool in ["queue", "rayon"] {
+        let server = Server::start(BIN, &["--workers", "2", "--pool", pool]);
+        let answer = server.get("/cpu?iters=1&parts=5");
+        assert_eq!(answer.status, 200, "{pool}: {answer:?}");
+        assert_eq!(answer.body.lines().count(), 5, "{pool}: {answer:?}");
+        assert_eq!(answer.body.lines().next(), Some(CPU_ITERS_1), "{pool}");
+        let stats = server.stats();
+        assert_eq!(pool_requests(&stats), 5, "{pool}: {stats:?}");
+        assert_eq!(stats.pool.map(|kind| kind.name()), Some(pool), "{stats:?}");
+    }
+}
+
+/// rayon's threads are its own: a job that asks its thread to end is
+/// answered 500, and the same thread goes on serving, never replaced.
+#[test]
+fn under_rayon_exit_answers_500_and_the_thread_serves_on() {
+    let server = Server::start(BIN, &["--workers", "2", "--allow-crash", "--pool", "rayon"]);
+    let before = tids(&server.stats());
+    let exited = server.post("/crash?how=exit");
+    assert_eq!(exited.status, 500, "{exited:?}");
+    assert_eq!(server.get("/cpu?iters=1").status, 200);
+    let stats = server.stats();
+    assert_eq!(tids(&stats), before, "the same threads: {stats:?}");
+    assert_eq!(stats.restarts(), 0, "{stats:?}");
+    let errors: u64 = stats.workers.iter().map(|w| w.errors).sum();
+    assert_eq!(errors, 1, "{stats:?}");
+}
+
+/// rayon cannot replace a thread: a hung job is reported once and the pool
+/// serves on with the threads it has left.
+#[test]
+fn under_rayon_a_hung_thread_is_reported_not_replaced() {
+    let server = Server::start(
+        BIN,
+        &[&crash_flags("2", "300")[..], &["--pool", "rayon"]].concat(),
+    );
+    let _hung = server.crash_in_background("hang");
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .stderr()
+            .contains("rayon thread hung")),
+        "{:?}; stderr:\n{}",
+        server.stats(),
+        server.stderr()
+    );
+    for _ in 0..4 {
+        assert_eq!(server.get("/cpu?iters=1").status, 200);
+    }
+    let stats = server.stats();
+    assert_eq!(stats.restarts(), 0, "nothing was replaced: {stats:?}");
+    assert_eq!(stats.lost, Some(vec![]), "{stats:?}");
+    let busy = stats
+        .workers
+        .iter()
+        .filter(|w| w.busy == Some(true))
+        .count();
+    assert_eq!(busy, 1, "the hung thread still runs its job: {stats:?}");
+    assert_eq!(server.stderr().matches("rayon thread hung").count(), 1);
 }

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use service::contract::{Balance, DatasetLoad, Offload};
+use service::contract::{Balance, DatasetLoad, Offload, PoolKind};
 
 pub use process::{Group, Server, ServerError, StartFailure, StderrTail};
 pub use registry::{Launch, Registry, ServerKind, ServerOptions, Template, TemplateError};
@@ -85,6 +85,8 @@ pub struct StartRequest {
     pub balance: Option<Balance>,
     /// `--offload`, for a kind that takes it (`lab block`).
     pub offload: Option<Offload>,
+    /// `--pool`, for a kind that takes it (`lab split`).
+    pub pool: Option<PoolKind>,
     /// `--header-timeout-ms`, for a contract server: how long an idle
     /// connection may stay (`lab conns` holds them longer than the
     /// default).
@@ -259,8 +261,13 @@ impl Servers {
                 if let Some(ms) = request.idle_timeout_ms.filter(|_| kind.contract) {
                     args.extend(["--header-timeout-ms".into(), ms.to_string()]);
                 }
-                if let Some(offload) = request.offload.filter(|_| kind.offloads) {
-                    args.extend(["--offload".into(), offload.name().into()]);
+                if kind.pool_flags {
+                    if let Some(offload) = request.offload {
+                        args.extend(["--offload".into(), offload.name().into()]);
+                    }
+                    if let Some(pool) = request.pool {
+                        args.extend(["--pool".into(), pool.name().into()]);
+                    }
                 }
                 process::Spawn {
                     program: locate(&self.dir, binary).map_err(fail)?,

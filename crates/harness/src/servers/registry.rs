@@ -61,8 +61,9 @@ pub struct ServerKind {
     /// The `--balance` policies it has, its default first; empty for a
     /// kind without the flag.
     pub balances: &'static [Balance],
-    /// It takes `--offload` (threadpool): where its CPU work runs.
-    pub offloads: bool,
+    /// It takes `--offload` and `--pool` (threadpool): where its CPU work
+    /// runs, and on what.
+    pub pool_flags: bool,
     /// The model flags it takes, from the experiment's options.
     flags: fn(&ServerKind, &ServerOptions) -> Vec<String>,
 }
@@ -82,7 +83,7 @@ impl ServerKind {
             runtime: None,
             needs: None,
             balances: &[],
-            offloads: false,
+            pool_flags: false,
             flags: no_flags,
         }
     }
@@ -165,7 +166,7 @@ impl Default for Registry {
             runtime: Some(Runtime::Rust),
             needs: None,
             balances: &[],
-            offloads: false,
+            pool_flags: false,
             flags: dataset_flags,
         };
         // A Node peer: a binary of `crates/node` that execs `node`.
@@ -194,7 +195,7 @@ impl Default for Registry {
                     ..builtin("prefork")
                 },
                 ServerKind {
-                    offloads: true,
+                    pool_flags: true,
                     ..builtin("threadpool")
                 },
                 ServerKind {
@@ -232,7 +233,7 @@ impl Registry {
                 runtime: None,
                 needs: None,
                 balances: &[],
-                offloads: false,
+                pool_flags: false,
                 flags: no_flags,
             });
         }

@@ -8,4 +8,5 @@ pub mod conns;
 pub mod crash;
 pub mod ipc;
 pub mod run;
+pub mod split;
 pub mod stream;

@@ -139,6 +139,7 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
         env: Vec::new(),
         balance: Some(cell.policy.balance),
         offload: None,
+        pool: None,
         idle_timeout_ms: None,
     };
     let mut server = match setup.servers.start(&cell.policy.kind, &request) {

@@ -83,6 +83,7 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
         env: Vec::new(),
         balance: None,
         offload: cell.variant.offload,
+        pool: None,
         idle_timeout_ms: None,
     };
     let mut server = match setup.servers.start(&cell.variant.kind, &request) {

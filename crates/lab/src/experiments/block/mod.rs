@@ -99,7 +99,7 @@ impl Settings {
         let variants: Vec<Variant> = kinds
             .iter()
             .flat_map(|kind| {
-                let offloads = if kind.offloads {
+                let offloads = if kind.pool_flags {
                     vec![Some(Offload::Cpu), Some(Offload::None)]
                 } else {
                     vec![None]

@@ -89,6 +89,7 @@ fn measure(setup: &Setup, kind: &ServerKind, out: &mut Observed) -> Result<(), T
         env: Vec::new(),
         balance: None,
         offload: None,
+        pool: None,
         idle_timeout_ms: Some(IDLE_TIMEOUT_MS),
     };
     let mut server = match setup.servers.start(kind, &request) {

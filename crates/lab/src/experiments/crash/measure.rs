@@ -139,6 +139,7 @@ fn measure(
         env: vec![(SERVER_ENV.0.into(), SERVER_ENV.1.into())],
         balance: None,
         offload: None,
+        pool: None,
         idle_timeout_ms: None,
     };
     let mut server = match setup.servers.start(kind, &request) {

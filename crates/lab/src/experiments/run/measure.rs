@@ -137,6 +137,7 @@ fn measure(
         env: Vec::new(),
         balance: None,
         offload: None,
+        pool: None,
         idle_timeout_ms: None,
     };
     let mut server = match setup.servers.start(&cell.kind, &request) {

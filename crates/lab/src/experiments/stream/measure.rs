@@ -91,6 +91,7 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
         env: Vec::new(),
         balance: None,
         offload: None,
+        pool: None,
         idle_timeout_ms: None,
     };
     let mut server = match setup.servers.start(&cell.kind, &request) {

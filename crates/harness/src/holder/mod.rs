@@ -172,9 +172,13 @@ impl Holders {
         self.children.iter().filter(|h| h.held > 0).count()
     }
 
-    /// Source addresses in use.
+    /// Source addresses in use: of each child's share, what it holds.
     pub fn sources(&self) -> usize {
-        let shares: Vec<Share> = self.children.iter().map(|h| h.share.clone()).collect();
+        let shares: Vec<Share> = self
+            .children
+            .iter()
+            .map(|h| h.share.truncated(h.held))
+            .collect();
         plan::sources_used(&shares)
     }
 

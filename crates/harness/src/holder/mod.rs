@@ -20,9 +20,11 @@
 //! The protocol is one JSON line per message: an [`Order`] on the child's
 //! stdin, a [`Report`] on its stdout. A child closes everything and exits
 //! when its stdin ends, which it does when the lab drops its [`Holders`]
-//! or dies; the children also stay in the lab's process group, so whatever
-//! kills the lab's group (a terminal's Ctrl-C, the tests' guard) kills
-//! them too.
+//! or dies (a child busy opening connections notices once it is done, or
+//! when its next report cannot be written: at worst one connection's
+//! timeout later). The children also stay in the lab's process group, so
+//! whatever kills the lab's group (a terminal's Ctrl-C, the tests' guard)
+//! kills them at once.
 
 pub mod held;
 pub mod limit;

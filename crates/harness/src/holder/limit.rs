@@ -3,9 +3,11 @@
 //! the servers and holders the lab starts afterwards inherit its limit.
 //!
 //! The soft limit may be raised up to the hard limit by anyone; the hard
-//! limit only with `CAP_SYS_RESOURCE` (root), and never past
-//! `fs.nr_open`. So: ask for what is wanted, capped by `fs.nr_open`; if
-//! that is refused, settle for soft = hard. The record keeps which it was.
+//! limit only with `CAP_SYS_RESOURCE`, and never past `fs.nr_open`. Root
+//! usually has that capability, but not always: a container may drop it
+//! (this lab's machine does, so its 20,000 stays). So: ask for what is
+//! wanted, capped by `fs.nr_open`; if that is refused, settle for
+//! soft = hard. The record keeps which it was.
 
 use nix::errno::Errno;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -17,9 +19,10 @@ use serde::{Deserialize, Serialize};
 pub enum HardLimit {
     /// It was already at least what was wanted.
     NotNeeded,
-    /// It was raised (we may: root, or `CAP_SYS_RESOURCE`).
+    /// It was raised (we may: `CAP_SYS_RESOURCE`).
     Raised,
-    /// Raising it was refused: the limit is the old hard one.
+    /// Raising it was refused (no `CAP_SYS_RESOURCE`): the limit is the
+    /// old hard one.
     Refused,
 }
 

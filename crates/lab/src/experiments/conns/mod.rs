@@ -14,8 +14,9 @@
 //! ([`harness::holder`]), spread over as many processes as the descriptor
 //! limit needs and over as many loopback source addresses as the
 //! ephemeral port range needs. The lab first raises its descriptor limit,
-//! hard limit included where it may (root), to the largest step plus
-//! [`SERVER_RESERVE`]; the servers and the holders inherit it.
+//! hard limit included where it may (`CAP_SYS_RESOURCE`), to the largest
+//! step plus [`SERVER_RESERVE`]; the servers and the holders inherit it,
+//! so a server process stops at that limit, and the record says so.
 //!
 //! - [`args`]: the command line, converted into [`Settings`].
 //! - [`measure`]: one kind, step by step, into working data.
@@ -75,11 +76,16 @@ pub fn main(args: &ConnsArgs, lab_exe: PathBuf) -> Result<ConnsRun, Error> {
     let descriptors = holder::limit::raise(wanted)
         .map_err(|e| Error::BadInput(format!("cannot raise the descriptor limit: {e}")))?;
     if descriptors.limit < wanted {
+        let why = match descriptors.hard {
+            holder::HardLimit::Refused => {
+                "raising the hard limit was refused (no CAP_SYS_RESOURCE)"
+            }
+            _ => "fs.nr_open caps it",
+        };
         tracing::warn!(
-            "descriptor limit {} (hard limit {:?}), short of the {wanted} the largest step \
-             wants: one-process servers will stop below it",
+            "descriptor limit {}, short of the {wanted} the largest step wants ({why}): a server \
+             process stops at its limit; several holders will share the connections",
             descriptors.limit,
-            descriptors.hard,
         );
     }
     let (caps, port_range) = holder::machine_caps(descriptors.limit, settings.lower_caps)

@@ -297,7 +297,7 @@ fn describe_limit(p: &ConnsParams) -> String {
         HardLimit::NotNeeded => "the hard limit was enough".to_owned(),
         HardLimit::Raised => format!("the hard limit raised from {}", d.hard_before),
         HardLimit::Refused => format!(
-            "raising the hard limit from {} was refused (not root)",
+            "raising the hard limit from {} was refused (no CAP_SYS_RESOURCE)",
             d.hard_before
         ),
     };

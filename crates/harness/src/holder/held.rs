@@ -58,6 +58,15 @@ impl Held {
             if self.from.len() <= i {
                 self.from.push((source, 0));
             }
+            if self.from[i].0 != source {
+                return Err(OpenError {
+                    stage: "plan",
+                    source: std::io::Error::other(format!(
+                        "source {i} is {} here, {source} in the share",
+                        self.from[i].0
+                    )),
+                });
+            }
             while self.from[i].1 < count {
                 let stream = open(source, server, timeout)?;
                 use_once(&stream, request.as_bytes(), timeout)?;

@@ -181,7 +181,9 @@ fn measure(setup: &Setup, kind: &ServerKind, out: &mut Observed) -> Result<(), T
         out.steps.push(step);
         match grown {
             Ok(()) => {}
-            Err(stopped @ HoldError::Stopped { .. }) => {
+            // A connection failed, or the plan ran out of source
+            // addresses: as far as this machine goes, a finding.
+            Err(stopped @ (HoldError::Stopped { .. } | HoldError::Plan(_))) => {
                 out.stopped = Some(stopped_because(&stopped, pgid));
                 break;
             }

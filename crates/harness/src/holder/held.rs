@@ -231,6 +231,28 @@ mod tests {
     }
 
     #[test]
+    fn a_share_that_does_not_extend_what_is_held_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = conn.read(&mut [0u8; 256]).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+            conn
+        });
+        let mut held = Held::default();
+        let timeout = Duration::from_secs(5);
+        held.grow_to(addr, &share(&[(2, 1)]), "/", timeout, 1, |_| {})
+            .unwrap();
+        let _kept = server.join().unwrap();
+        let error = held
+            .grow_to(addr, &share(&[(3, 2)]), "/", timeout, 1, |_| {})
+            .unwrap_err();
+        assert_eq!((error.stage, held.len()), ("plan", 1));
+    }
+
+    #[test]
     fn a_refused_connection_says_where_it_failed() {
         let addr = TcpListener::bind("127.0.0.1:0")
             .unwrap()

@@ -14,7 +14,8 @@
 //! - [`loadgen`] (a crate of its own, re-exported): oha in a child process.
 //! - [`capacity`]: measure a server's capacity, offer a share of it.
 //! - [`slowread`]: clients that download slowly, for backpressure.
-//! - [`holder`]: idle connections held open, for memory per connection.
+//! - [`holder`]: idle connections held open by `lab hold` children, for
+//!   memory per connection, and the descriptor limit raised for them.
 //! - [`procs`]: memory (PSS/USS/RSS) and CPU time of a server's processes.
 //! - [`cost`]: what the server spent per request during a load, and what
 //!   bound the load (the same figures in every experiment).

@@ -163,6 +163,64 @@ pub fn kernel_tcp_bytes() -> Option<u64> {
     Some(pages * procfs::page_size())
 }
 
+/// How many sockets the processes of group `pgid` have open, listeners
+/// included: what the server really holds, whatever it counts itself. A
+/// socket two processes share (a descriptor passed on, not yet closed by
+/// the one that passed it) counts in each.
+pub fn group_sockets(pgid: i32) -> usize {
+    group(pgid, &process_table())
+        .iter()
+        .filter_map(|entry| std::fs::read_dir(format!("/proc/{}/fd", entry.pid)).ok())
+        .flat_map(|fds| fds.filter_map(Result::ok))
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                target
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .starts_with(b"socket:")
+            })
+        })
+        .count()
+}
+
+/// One process's descriptors: how many are open, and its soft limit
+/// (`None`: unlimited).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Descriptors {
+    pub pid: i32,
+    pub open: usize,
+    pub limit: Option<u64>,
+}
+
+/// The process of group `pgid` nearest its descriptor limit: what to look
+/// at when a server stops taking connections.
+pub fn fullest_descriptors(pgid: i32) -> Option<Descriptors> {
+    group(pgid, &process_table())
+        .iter()
+        .filter_map(|entry| {
+            let process = procfs::process::Process::new(entry.pid).ok()?;
+            let limit = match process.limits().ok()?.max_open_files.soft_limit {
+                procfs::process::LimitValue::Value(n) => Some(n),
+                procfs::process::LimitValue::Unlimited => None,
+            };
+            // Counted entry by entry: `fd_count`'s fast path (the size of
+            // the folder) is the kernel's count of descriptor numbers in
+            // use, which may include one being opened.
+            let open = std::fs::read_dir(format!("/proc/{}/fd", entry.pid))
+                .ok()?
+                .count();
+            Some(Descriptors {
+                pid: entry.pid,
+                open,
+                limit,
+            })
+        })
+        .max_by(|a, b| {
+            let share = |d: &Descriptors| d.limit.map_or(0.0, |l| d.open as f64 / l.max(1) as f64);
+            share(a).total_cmp(&share(b))
+        })
+}
+
 /// The [`Counters`] of group `pgid` now.
 pub fn counters(pgid: i32) -> Counters {
     let ticks = procfs::ticks_per_second() as f64;
@@ -414,6 +472,15 @@ mod tests {
     #[test]
     fn the_kernels_tcp_memory_is_readable_here() {
         assert!(kernel_tcp_bytes().is_some());
+    }
+
+    #[test]
+    fn a_groups_sockets_are_counted() {
+        let pgid = nix::unistd::getpgrp().as_raw();
+        let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(group_sockets(pgid) >= 1);
+        let fullest = fullest_descriptors(pgid).unwrap();
+        assert!(fullest.open >= 1 && fullest.limit.is_some_and(|l| l >= fullest.open as u64));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The `lab` command line: one subcommand per experiment, and the hidden
-//! `lab loadgen`. Each experiment owns its flags; this module only lists
+//! children `lab loadgen` and `lab hold`. Each experiment owns its flags; this module only lists
 //! them and turns how each ended into an exit code.
 
 use std::process::ExitCode;
@@ -71,6 +71,10 @@ pub enum Command {
     /// starts it as a child so the load generator is its own process.
     #[command(hide = true)]
     Loadgen(harness::loadgen::LoadgenArgs),
+    /// Internal: hold idle connections as told on stdin (`lab conns`
+    /// starts as many of these as the connections need); no flags.
+    #[command(hide = true)]
+    Hold,
 }
 
 /// Runs `cli.command` and says how it ended: 0, 1 (something failed),
@@ -89,6 +93,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ipc(args) => match ipc::main(&args, lab_exe) {
             Err(e) => report(e),
             Ok(run) => ended(run.meta.interrupted, run.failed(), "transport(s)", "ipc.md"),
+        },
+        Command::Hold => match harness::holder::run_child() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lab hold: {e}");
+                ExitCode::FAILURE
+            }
         },
         Command::Run(args) => match run::main(&args, lab_exe) {
             Err(e) => report(e),

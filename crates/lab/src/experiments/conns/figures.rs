@@ -30,6 +30,9 @@ pub fn cell_record(model: &str, observed: Observed) -> CellRecord {
         .map(|s| StepRecord {
             target: s.target,
             held: s.held,
+            holders: s.holders,
+            source_addresses: s.source_addresses,
+            server_sockets: s.server_sockets,
             pss_bytes: s.memory.map(|m| m.pss),
             rss_bytes: s.memory.map(|m| m.rss),
             kernel_tcp_bytes: s.kernel_tcp,
@@ -63,6 +66,10 @@ pub fn cell_record(model: &str, observed: Observed) -> CellRecord {
     );
     let fit = fit(&points);
     let largest = steps.iter().map(|s| s.held).max().unwrap_or(0);
+    let pss_from_largest = steps
+        .iter()
+        .max_by_key(|s| s.held)
+        .and_then(|s| scaled(observed.base?.pss, s.pss_bytes?, s.held, EXTRAPOLATE_TO));
     let kernel_per_connection = steps.iter().max_by_key(|s| s.held).and_then(|s| {
         let grown = s.kernel_tcp_bytes?.checked_sub(observed.base_kernel_tcp?)?;
         (s.held > 0).then(|| grown as f64 / s.held as f64)
@@ -88,9 +95,17 @@ pub fn cell_record(model: &str, observed: Observed) -> CellRecord {
         fit,
         pss_extrapolated_bytes: fit
             .map(|f| f.base_bytes + f.per_connection_bytes * EXTRAPOLATE_TO as f64),
+        pss_from_largest_bytes: pss_from_largest,
         kernel_tcp_per_connection_bytes: kernel_per_connection,
         exit_code: observed.exit_code,
     }
+}
+
+/// The memory at `to` connections by one step alone: `base`, plus what
+/// the step grew over it per connection (`pss` with `held` held), times
+/// `to`. The step's own PSS when `held` is `to`; `None` with none held.
+pub fn scaled(base: u64, pss: u64, held: usize, to: usize) -> Option<f64> {
+    (held > 0).then(|| base as f64 + (pss as f64 - base as f64) / held as f64 * to as f64)
 }
 
 /// The least-squares line through `points`; `None` with fewer than two
@@ -128,6 +143,18 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_step_alone_scales_its_growth_per_connection() {
+        assert_eq!(scaled(1000, 3000, 100, 1000), Some(21_000.0));
+        assert_eq!(scaled(1000, 3000, 1000, 1000), Some(3000.0), "measured");
+        assert_eq!(
+            scaled(1000, 900, 10, 20),
+            Some(800.0),
+            "shrinking stays honest"
+        );
+        assert_eq!(scaled(1000, 3000, 0, 1000), None);
+    }
+
+    #[test]
     fn a_kind_is_fitted_from_its_base_and_steps_and_extrapolated() {
         let memory = |pss| Memory {
             rss: pss,
@@ -137,6 +164,9 @@ mod tests {
         let step = |held: usize, pss| Step {
             target: held,
             held,
+            holders: 1,
+            source_addresses: 1,
+            server_sockets: Some(held + 1),
             memory: Some(memory(pss)),
             kernel_tcp: Some(1000 + held as u64 * 10),
             light: None,
@@ -157,6 +187,8 @@ mod tests {
         assert!((line.per_connection_bytes - 2000.0).abs() < 1e-6);
         assert!((record.pss_extrapolated_bytes.unwrap() - 201_000_000.0).abs() < 1.0);
         assert_eq!(record.largest_held, 2000);
+        // 1 MB base, 2 KB per connection at the largest step: 201 MB.
+        assert!((record.pss_from_largest_bytes.unwrap() - 201_000_000.0).abs() < 1.0);
         assert_eq!(record.kernel_tcp_per_connection_bytes, Some(10.0));
     }
 }

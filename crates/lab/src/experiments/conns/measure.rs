@@ -1,14 +1,15 @@
 //! One kind, measured step by step: start the server with an idle timeout
-//! longer than the run, then at each step open connections up to the
-//! step's count, let them settle, and read memory and a light stream's
-//! latency while all of them are held. The result is working data
+//! longer than the run, then at each step have the holders open
+//! connections up to the step's count, let them settle, and read the
+//! server's sockets, memory and a light stream's latency while all of them
+//! are held. The result is working data
 //! ([`Observed`]); [`super::figures`] makes the record.
 
 use std::time::{Duration, Instant};
 
 use harness::TrialError;
 use harness::cost::{CpuRecord, Limits};
-use harness::holder::Held;
+use harness::holder::{Caps, HoldError, Holders};
 use harness::loadgen::{LoadSpec, LoadSummary};
 use harness::procs::{self, Memory};
 use harness::servers::{ServerKind, Servers, StartRequest};
@@ -26,6 +27,8 @@ const LIGHT_CONNECTIONS: u32 = 4;
 /// Lets the server finish setting up what it just accepted before its
 /// memory is read.
 const SETTLE: Duration = Duration::from_millis(500);
+/// How often a long step logs how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// What a kind needs besides itself.
 #[derive(Debug)]
@@ -33,6 +36,8 @@ pub struct Setup<'a> {
     pub session: &'a Session,
     pub servers: &'a Servers,
     pub settings: &'a Settings,
+    /// Connections per holder process and per source address.
+    pub caps: Caps,
 }
 
 /// One step: the connections held, and what was read while they were.
@@ -41,6 +46,11 @@ pub struct Step {
     /// The step's count, and how many were really held.
     pub target: usize,
     pub held: usize,
+    /// The holder processes and source addresses they came from, and the
+    /// sockets the server's processes had open.
+    pub holders: usize,
+    pub source_addresses: usize,
+    pub server_sockets: Option<usize>,
     pub memory: Option<Memory>,
     /// The kernel's TCP memory, machine-wide.
     pub kernel_tcp: Option<u64>,
@@ -118,13 +128,38 @@ fn measure(setup: &Setup, kind: &ServerKind, out: &mut Observed) -> Result<(), T
         setup.session.meta.machine.logical_cores,
         settings.servers.pinning.as_ref(),
     ));
-    let mut held = Held::default();
+    let mut holders = Holders::new(
+        &setup.session.lab_exe,
+        server.addr,
+        "/",
+        CONNECT_TIMEOUT,
+        setup.caps,
+    );
     for &target in &settings.steps {
-        let grown = held.grow_to(server.addr, target, "/", CONNECT_TIMEOUT);
+        let started = Instant::now();
+        let mut logged = Instant::now();
+        let grown = holders.grow_to(target, |held| {
+            // A large step takes a while: say so now and then.
+            if logged.elapsed() >= PROGRESS_EVERY {
+                logged = Instant::now();
+                tracing::info!("{}: {held} of {target} connections held", kind.name);
+            }
+        });
+        if started.elapsed() >= PROGRESS_EVERY {
+            tracing::info!(
+                "{}: {} connections held in {:.0} s",
+                kind.name,
+                holders.held(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         std::thread::sleep(SETTLE);
         let mut step = Step {
             target,
-            held: held.len(),
+            held: holders.held(),
+            holders: holders.processes(),
+            source_addresses: holders.sources(),
+            server_sockets: Some(procs::group_sockets(pgid)),
             memory: Some(procs::sample_group(pgid).memory),
             kernel_tcp: procs::kernel_tcp_bytes(),
             ..Step::default()
@@ -143,22 +178,50 @@ fn measure(setup: &Setup, kind: &ServerKind, out: &mut Observed) -> Result<(), T
             started.elapsed().as_secs_f64(),
         ));
         step.light = Some(outcome.summary);
-        step.all_open = held.all_open();
+        step.all_open = holders.all_open().map_err(message)?;
         out.steps.push(step);
-        if let Err(stopped) = grown {
-            out.stopped = Some(stopped.to_string());
-            break;
+        match grown {
+            Ok(()) => {}
+            // A connection failed, or the plan ran out of source
+            // addresses: as far as this machine goes, a finding.
+            Err(stopped @ (HoldError::Stopped { .. } | HoldError::Plan(_))) => {
+                out.stopped = Some(stopped_because(&stopped, pgid));
+                break;
+            }
+            // The holders themselves failed: not a finding about the server.
+            Err(error) => return Err(message(error)),
         }
         if let Err(error) = server.check_alive() {
             out.stderr_tail = stderr.lines();
             return Err(error.into());
         }
     }
-    drop(held);
+    drop(holders);
     let (code, _left) = server.stop(Duration::from_millis(GRACE_MS + 3_000))?;
     out.exit_code = code;
     if code != Some(0) {
         out.stderr_tail = stderr.lines();
     }
     Ok(())
+}
+
+fn message(error: HoldError) -> TrialError {
+    TrialError::Message(harness::record::chain(&error))
+}
+
+/// Why the connections stopped, with what the server's fullest process
+/// had open against its descriptor limit: a server out of descriptors
+/// does not refuse a connection, it leaves it unanswered in its listen
+/// queue, so the holder's error alone would not say so.
+fn stopped_because(stopped: &HoldError, pgid: i32) -> String {
+    match procs::fullest_descriptors(pgid) {
+        Some(procs::Descriptors {
+            pid,
+            open,
+            limit: Some(limit),
+        }) => format!(
+            "{stopped} (the server's process {pid} had {open} of its {limit} descriptors open)"
+        ),
+        _ => stopped.to_string(),
+    }
 }

@@ -10,6 +10,14 @@
 //! connections and says how far the machine really went, and why it
 //! stopped if it stopped early.
 //!
+//! The connections are held by `lab hold` children
+//! ([`harness::holder`]), spread over as many processes as the descriptor
+//! limit needs and over as many loopback source addresses as the
+//! ephemeral port range needs. The lab first raises its descriptor limit,
+//! hard limit included where it may (`CAP_SYS_RESOURCE`), to the largest
+//! step plus [`SERVER_RESERVE`]; the servers and the holders inherit it,
+//! so a server process stops at that limit, and the record says so.
+//!
 //! - [`args`]: the command line, converted into [`Settings`].
 //! - [`measure`]: one kind, step by step, into working data.
 //! - [`figures`]: working data into the record, the fit included (pure).
@@ -23,6 +31,7 @@ pub mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use harness::holder::{self, Caps};
 use harness::servers::ServerKind;
 use harness::session::{self, Session};
 
@@ -35,6 +44,10 @@ use report::{ConnsParams, ConnsRun};
 /// The scenario the fit is extrapolated to.
 pub const EXTRAPOLATE_TO: usize = 100_000;
 
+/// Descriptors a server needs besides one per connection: listeners,
+/// epoll, pipes, its runtime's own (Node opens a few dozen).
+pub const SERVER_RESERVE: u64 = 1024;
+
 /// `lab conns`'s plain settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -46,6 +59,9 @@ pub struct Settings {
     /// The light stream: requests per second, for how long, at each step.
     pub light_rate: f64,
     pub light_duration: Duration,
+    /// Caps below the machine's on connections per holder process and per
+    /// source address (`usize::MAX`: none), so tests can make them spread.
+    pub lower_caps: Caps,
     pub servers: ServerSettings,
 }
 
@@ -53,9 +69,27 @@ pub struct Settings {
 /// the end.
 pub fn main(args: &ConnsArgs, lab_exe: PathBuf) -> Result<ConnsRun, Error> {
     let settings = args.settings().map_err(Error::BadInput)?;
-    // The servers started from here inherit the raised limit.
-    let descriptor_limit = harness::holder::raise_descriptor_limit()
+    // The servers and holders started from here inherit the raised limit:
+    // a one-process server needs a descriptor per connection, and some
+    // for itself.
+    let wanted = settings.steps.last().map_or(0, |&n| n as u64) + SERVER_RESERVE;
+    let descriptors = holder::limit::raise(wanted)
         .map_err(|e| Error::BadInput(format!("cannot raise the descriptor limit: {e}")))?;
+    if descriptors.limit < wanted {
+        let why = match descriptors.hard {
+            holder::HardLimit::Refused => {
+                "raising the hard limit was refused (no CAP_SYS_RESOURCE)"
+            }
+            _ => "fs.nr_open caps it",
+        };
+        tracing::warn!(
+            "descriptor limit {}, short of the {wanted} the largest step wants ({why}): a server \
+             process stops at its limit; several holders will share the connections",
+            descriptors.limit,
+        );
+    }
+    let (caps, port_range) = holder::machine_caps(descriptors.limit, settings.lower_caps)
+        .map_err(|e| Error::BadInput(e.to_string()))?;
     let name = args.output.name.clone().unwrap_or_else(|| {
         session::default_name(if settings.quick {
             "conns-quick"
@@ -80,7 +114,10 @@ pub fn main(args: &ConnsArgs, lab_exe: PathBuf) -> Result<ConnsRun, Error> {
             workers: settings.workers,
             light_rate: settings.light_rate,
             light_duration_s: settings.light_duration.as_secs_f64(),
-            descriptor_limit,
+            descriptor_limit: descriptors.limit,
+            descriptors: Some(descriptors),
+            port_range: Some(port_range),
+            caps: Some(caps),
             extrapolate_to: EXTRAPOLATE_TO,
             servers: servers.params(&kinds),
             pinning: settings.servers.pinning.clone(),
@@ -91,6 +128,7 @@ pub fn main(args: &ConnsArgs, lab_exe: PathBuf) -> Result<ConnsRun, Error> {
         session: &session,
         servers: &servers,
         settings: &settings,
+        caps,
     };
     cells::each(
         &session,

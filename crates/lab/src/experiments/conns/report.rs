@@ -8,6 +8,7 @@ use std::path::Path;
 use harness::chart::{self, Chart, Panel, Series};
 use harness::cost::{Bound, PerRequest};
 use harness::cpus::Pinning;
+use harness::holder::{Caps, DescriptorLimit, HardLimit};
 use harness::loadgen::LoadSummary;
 use harness::record::{self, CellStatus, failed_row, markdown_table, mib, opt, to_json};
 use harness::servers::ServerParams;
@@ -31,8 +32,20 @@ pub struct ConnsParams {
     /// The light stream run at each step: requests per second, seconds.
     pub light_rate: f64,
     pub light_duration_s: f64,
-    /// The descriptor limit of the lab and of the servers it started.
+    /// The descriptor limit of the lab and of the servers and holders it
+    /// started.
     pub descriptor_limit: u64,
+    /// How that limit was reached: what was wanted, the hard limit before,
+    /// `fs.nr_open`, and whether the hard limit could be raised. (Added
+    /// within version 1, like every field with a default.)
+    #[serde(default)]
+    pub descriptors: Option<DescriptorLimit>,
+    /// The ephemeral port range, and the caps it and the descriptor limit
+    /// gave: connections per holder process, per source address.
+    #[serde(default)]
+    pub port_range: Option<(u16, u16)>,
+    #[serde(default)]
+    pub caps: Option<Caps>,
     /// The connections the fit is extrapolated to.
     pub extrapolate_to: usize,
     #[serde(flatten)]
@@ -59,6 +72,12 @@ pub struct CellRecord {
     pub fit: Option<Fit>,
     /// That line at `extrapolate_to` connections: an extrapolation.
     pub pss_extrapolated_bytes: Option<f64>,
+    /// The largest step alone, scaled to `extrapolate_to` connections: the
+    /// base plus that step's growth over the base per connection, times
+    /// `extrapolate_to`. A measurement when the largest step held
+    /// `extrapolate_to` connections, an extrapolation otherwise.
+    #[serde(default)]
+    pub pss_from_largest_bytes: Option<f64>,
     /// The kernel's TCP memory's growth per connection at the largest
     /// step, machine-wide: both ends of each connection.
     pub kernel_tcp_per_connection_bytes: Option<f64>,
@@ -69,6 +88,15 @@ pub struct CellRecord {
 pub struct StepRecord {
     pub target: usize,
     pub held: usize,
+    /// The holder processes and source addresses the connections came
+    /// from, and the sockets the server's processes had open (listeners
+    /// included): that the server really held them.
+    #[serde(default)]
+    pub holders: usize,
+    #[serde(default)]
+    pub source_addresses: usize,
+    #[serde(default)]
+    pub server_sockets: Option<usize>,
     /// The server tree's memory with the connections held.
     pub pss_bytes: Option<u64>,
     pub rss_bytes: Option<u64>,
@@ -118,17 +146,24 @@ pub fn write_all(dir: &Path, run: &ConnsRun) -> std::io::Result<()> {
 /// One line for the terminal as a kind finishes.
 pub fn summary_line(cell: &CellRecord) -> String {
     format!(
-        "{} held, {} bytes each, {} MiB at {} (fit)",
+        "{} held, {} bytes each, {} MiB at {n} (fit), {} MiB (largest step){}",
         cell.largest_held,
         opt(cell.fit.map(|f| f.per_connection_bytes), 0),
         opt(cell.pss_extrapolated_bytes.map(|b| b / 1048576.0), 0),
-        super::EXTRAPOLATE_TO
+        opt(cell.pss_from_largest_bytes.map(|b| b / 1048576.0), 0),
+        cell.stopped
+            .as_deref()
+            .map_or(String::new(), |why| format!("; {why}")),
+        n = super::EXTRAPOLATE_TO
     )
 }
 
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 13] = [
     "model",
     "held",
+    "holders",
+    "sources",
+    "server sockets",
     "PSS MiB",
     "RSS MiB",
     "kernel TCP MiB",
@@ -153,6 +188,9 @@ pub fn table(run: &ConnsRun) -> String {
         let base = vec![
             cell.model.clone(),
             "0".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
             cell.base_pss_bytes.map_or("-".into(), mib),
             "-".into(),
             cell.base_kernel_tcp_bytes.map_or("-".into(), mib),
@@ -168,6 +206,9 @@ pub fn table(run: &ConnsRun) -> String {
             rows.push(vec![
                 cell.model.clone(),
                 step.held.to_string(),
+                step.holders.to_string(),
+                step.source_addresses.to_string(),
+                step.server_sockets.map_or("-".into(), |n| n.to_string()),
                 step.pss_bytes.map_or("-".into(), mib),
                 step.rss_bytes.map_or("-".into(), mib),
                 step.kernel_tcp_bytes.map_or("-".into(), mib),
@@ -189,6 +230,7 @@ pub fn table(run: &ConnsRun) -> String {
                 opt(c.fit.map(|f| f.per_connection_bytes / 1024.0), 2),
                 opt(c.fit.map(|f| f.base_bytes / 1048576.0), 1),
                 opt(c.pss_extrapolated_bytes.map(|b| b / 1048576.0), 0),
+                opt(c.pss_from_largest_bytes.map(|b| b / 1048576.0), 0),
                 c.largest_held.to_string(),
                 opt(c.kernel_tcp_per_connection_bytes.map(|b| b / 1024.0), 2),
                 c.stopped.clone().unwrap_or_else(|| "-".into()),
@@ -202,6 +244,7 @@ pub fn table(run: &ConnsRun) -> String {
             "PSS KiB per connection (fit)",
             "base MiB (fit)",
             &format!("PSS MiB at {} (fit)", run.params.extrapolate_to),
+            &format!("PSS MiB at {} (largest step)", run.params.extrapolate_to),
             "most held",
             "kernel TCP KiB per connection",
             "stopped early",
@@ -220,16 +263,49 @@ fn markdown(run: &ConnsRun) -> String {
     let _ = writeln!(
         out,
         "Workers: {}. Idle keep-alive connections, each after one `GET /`, held in rising steps \
-         from one client process (descriptor limit {}); at each step, after 0.5 s, the server \
-         tree's memory and the kernel's TCP memory (machine-wide: both ends of each \
-         connection), then a light stream of {} req/s for {} s on 4 fresh connections. The fit \
-         is the least-squares line through (connections, PSS), the idle server included; its \
-         value at {} connections is an extrapolation, not a measurement.\n",
-        p.workers, p.descriptor_limit, p.light_rate, p.light_duration_s, p.extrapolate_to,
+         by `lab hold` processes (each up to {} connections) from loopback source addresses \
+         127.0.0.2 upwards (each up to {} connections); {}. At each step, after 0.5 s, the \
+         sockets the server's processes have open, the server tree's memory and the kernel's \
+         TCP memory (machine-wide: both ends of each connection), then a light stream of {} \
+         req/s for {} s on 4 fresh connections.\n",
+        p.workers,
+        p.caps.map_or("?".into(), |c| c.per_holder.to_string()),
+        p.caps.map_or("?".into(), |c| c.per_source.to_string()),
+        describe_limit(p),
+        p.light_rate,
+        p.light_duration_s,
+    );
+    let _ = writeln!(
+        out,
+        "Two figures for {n} connections: the fit is the least-squares line through \
+         (connections, PSS), the idle server included, at {n}; the largest step's is that \
+         step's growth per connection, times {n}, plus the base. Each is an extrapolation \
+         unless the kind really held {n} (the `most held` column).\n",
+        n = p.extrapolate_to,
     );
     out.push_str(&table(run));
     out.push_str("\n\n![server PSS against idle connections held](conns.svg)\n");
     out
+}
+
+/// The descriptor limit, as the run's text says it.
+fn describe_limit(p: &ConnsParams) -> String {
+    let Some(d) = p.descriptors else {
+        return format!("descriptor limit {}", p.descriptor_limit);
+    };
+    let how = match d.hard {
+        HardLimit::NotNeeded => "the hard limit was enough".to_owned(),
+        HardLimit::Raised => format!("the hard limit raised from {}", d.hard_before),
+        HardLimit::Refused => format!(
+            "raising the hard limit from {} was refused (no CAP_SYS_RESOURCE)",
+            d.hard_before
+        ),
+    };
+    format!(
+        "descriptor limit {} for the lab, the holders and the servers ({} wanted, {how}; \
+         fs.nr_open {})",
+        d.limit, d.wanted, d.nr_open
+    )
 }
 
 /// The server tree's PSS against the connections held, one line per

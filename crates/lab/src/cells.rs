@@ -1,14 +1,18 @@
 //! The experiments whose record is a list of cells: the shape of their
-//! files ([`Run`]), one cell's measurement guarded ([`observe`]), and their
-//! loop ([`each`]): each cell measured and made
+//! files ([`Run`]), one cell's measurement guarded ([`observe`]), one
+//! cell's server from start to stop ([`with_server`]), and their loop
+//! ([`each`]): each cell measured and made
 //! into its record, one line logged for it, and every file rewritten, so
 //! that a crash or a Ctrl-C keeps each cell already done. Then the run is
 //! stamped finished and written once more.
 
 use std::path::Path;
+use std::time::Duration;
 
 use harness::TrialError;
+use harness::procs::ProcEntry;
 use harness::record::{RunMeta, chain};
+use harness::servers::{Server, ServerKind, Servers, StartRequest};
 use harness::session::Session;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +62,41 @@ pub fn observe<O: Default>(
         failed(&mut observed, chain(&error));
     }
     Some(observed)
+}
+
+/// A cell's server for its whole life: started with `request`, handed to
+/// `body` with the cell's working data `out`, then stopped with SIGTERM,
+/// waiting out its grace period and 3 s more (a server may still be
+/// draining queued work). Wherever something fails, and when the server
+/// exits other than 0, `tail` of `out` gets the server's last lines of
+/// stderr. Returns the exit code (`None`: killed by a signal) and the
+/// processes of its group still running after it exited.
+pub fn with_server<O>(
+    servers: &Servers,
+    kind: &ServerKind,
+    request: &StartRequest,
+    out: &mut O,
+    tail: fn(&mut O) -> &mut Vec<String>,
+    body: impl FnOnce(&mut Server, &mut O) -> Result<(), TrialError>,
+) -> Result<(Option<i32>, Vec<ProcEntry>), TrialError> {
+    let mut server = match servers.start(kind, request) {
+        Ok(server) => server,
+        Err(failure) => {
+            *tail(out) = failure.stderr;
+            return Err(failure.error.into());
+        }
+    };
+    if let Err(error) = body(&mut server, out) {
+        *tail(out) = server.stderr.lines();
+        return Err(error);
+    }
+    let stderr = server.stderr.clone();
+    let grace = Duration::from_millis(request.grace_ms) + Duration::from_secs(3);
+    let (code, left) = server.stop(grace)?;
+    if code != Some(0) {
+        *tail(out) = stderr.lines();
+    }
+    Ok((code, left))
 }
 
 /// Runs `record` on each of `cells` (`None`: interrupted half-way, nothing

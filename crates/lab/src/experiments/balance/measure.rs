@@ -142,19 +142,14 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
         pool: None,
         idle_timeout_ms: None,
     };
-    let mut server = match setup.servers.start(&cell.policy.kind, &request) {
-        Ok(server) => server,
-        Err(failure) => {
-            out.stderr_tail = failure.stderr;
-            return Err(failure.error.into());
-        }
-    };
-    let result = load(setup, cell, &mut server, out);
-    if result.is_err() {
-        out.stderr_tail = server.stderr.lines();
-        return result;
-    }
-    let (code, left) = server.stop(Duration::from_millis(GRACE_MS + 3_000))?;
+    let (code, left) = crate::cells::with_server(
+        setup.servers,
+        &cell.policy.kind,
+        &request,
+        out,
+        |out| &mut out.stderr_tail,
+        |server, out| load(setup, cell, server, out),
+    )?;
     out.exit_code = code;
     out.left_running = left.iter().map(|p| p.pid).collect();
     Ok(())

@@ -12,7 +12,7 @@ use harness::cost::{CpuRecord, Limits};
 use harness::holder::{Caps, HoldError, Holders};
 use harness::loadgen::{LoadSpec, LoadSummary};
 use harness::procs::{self, Memory};
-use harness::servers::{ServerKind, Servers, StartRequest};
+use harness::servers::{Server, ServerKind, Servers, StartRequest};
 use harness::session::Session;
 
 use super::Settings;
@@ -102,14 +102,27 @@ fn measure(setup: &Setup, kind: &ServerKind, out: &mut Observed) -> Result<(), T
         pool: None,
         idle_timeout_ms: Some(IDLE_TIMEOUT_MS),
     };
-    let mut server = match setup.servers.start(kind, &request) {
-        Ok(server) => server,
-        Err(failure) => {
-            out.stderr_tail = failure.stderr;
-            return Err(failure.error.into());
-        }
-    };
-    let stderr = server.stderr.clone();
+    let (code, _left) = crate::cells::with_server(
+        setup.servers,
+        kind,
+        &request,
+        out,
+        |out| &mut out.stderr_tail,
+        |server, out| hold(setup, kind, server, out),
+    )?;
+    out.exit_code = code;
+    Ok(())
+}
+
+/// The steps against a running server: grow the held connections, then
+/// measure memory and the light stream at each.
+fn hold(
+    setup: &Setup,
+    kind: &ServerKind,
+    server: &mut Server,
+    out: &mut Observed,
+) -> Result<(), TrialError> {
+    let settings = setup.settings;
     let pgid = server.pid();
     std::thread::sleep(SETTLE);
     out.base = Some(procs::sample_group(pgid).memory);
@@ -191,17 +204,9 @@ fn measure(setup: &Setup, kind: &ServerKind, out: &mut Observed) -> Result<(), T
             // The holders themselves failed: not a finding about the server.
             Err(error) => return Err(message(error)),
         }
-        if let Err(error) = server.check_alive() {
-            out.stderr_tail = stderr.lines();
-            return Err(error.into());
-        }
+        server.check_alive()?;
     }
     drop(holders);
-    let (code, _left) = server.stop(Duration::from_millis(GRACE_MS + 3_000))?;
-    out.exit_code = code;
-    if code != Some(0) {
-        out.stderr_tail = stderr.lines();
-    }
     Ok(())
 }
 

@@ -69,24 +69,15 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
         pool: cell.variant.pool,
         idle_timeout_ms: None,
     };
-    let mut server = match setup.servers.start(&cell.variant.kind, &request) {
-        Ok(server) => server,
-        Err(failure) => {
-            out.stderr_tail = failure.stderr;
-            return Err(failure.error.into());
-        }
-    };
-    let result = load(setup, cell, &mut server, out);
-    if result.is_err() {
-        out.stderr_tail = server.stderr.lines();
-        return result;
-    }
-    let stderr = server.stderr.clone();
-    let (code, _left) = server.stop(Duration::from_millis(GRACE_MS + 3_000))?;
+    let (code, _left) = crate::cells::with_server(
+        setup.servers,
+        &cell.variant.kind,
+        &request,
+        out,
+        |out| &mut out.stderr_tail,
+        |server, out| load(setup, cell, server, out),
+    )?;
     out.exit_code = code;
-    if code != Some(0) {
-        out.stderr_tail = stderr.lines();
-    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use harness::TrialError;
 use harness::procs::{self, Counters, Memory, Sampler};
-use harness::servers::{Servers, StartRequest};
+use harness::servers::{Server, Servers, StartRequest};
 use harness::session::Session;
 use harness::slowread::{self, Download, SlowSpec};
 
@@ -94,14 +94,26 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
         pool: None,
         idle_timeout_ms: None,
     };
-    let mut server = match setup.servers.start(&cell.kind, &request) {
-        Ok(server) => server,
-        Err(failure) => {
-            out.stderr_tail = failure.stderr;
-            return Err(failure.error.into());
-        }
-    };
-    let stderr = server.stderr.clone();
+    let (code, _left) = crate::cells::with_server(
+        setup.servers,
+        &cell.kind,
+        &request,
+        out,
+        |out| &mut out.stderr_tail,
+        |server, out| download(setup, cell, server, out),
+    )?;
+    out.exit_code = code;
+    Ok(())
+}
+
+/// The cell's downloads against a running server, its memory sampled.
+fn download(
+    setup: &Setup,
+    cell: &Cell,
+    server: &mut Server,
+    out: &mut Observed,
+) -> Result<(), TrialError> {
+    let settings = setup.settings;
     std::thread::sleep(Duration::from_millis(300));
     let pgid = server.pid();
     out.idle = Some(procs::sample_group(pgid).memory);
@@ -126,14 +138,6 @@ fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialEr
     let sampled = sampler.stop();
     out.peak = Some(sampled.peak);
     out.samples = sampled.samples;
-    if let Err(error) = server.check_alive() {
-        out.stderr_tail = stderr.lines();
-        return Err(error.into());
-    }
-    let (code, _left) = server.stop(Duration::from_millis(GRACE_MS + 3_000))?;
-    out.exit_code = code;
-    if code != Some(0) {
-        out.stderr_tail = stderr.lines();
-    }
+    server.check_alive()?;
     Ok(())
 }

@@ -131,6 +131,14 @@ impl ServerSettings {
         }
     }
 
+    /// The cores the servers may use: their `--pin` set, or all of the
+    /// machine's `logical_cores`.
+    pub fn cores(&self, logical_cores: usize) -> usize {
+        self.pinning
+            .as_ref()
+            .map_or(logical_cores, |p| p.server.len())
+    }
+
     /// Prepares the servers of `kinds` (see [`Servers::prepare`]); returns
     /// them with the kinds that can run here, or bad input when none can.
     pub fn prepare(

@@ -248,11 +248,7 @@ pub fn main(args: &BalanceArgs, lab_exe: PathBuf) -> Result<BalanceRun, Error> {
         servers: &servers,
         settings: &settings,
         cpu_iters,
-        cores: settings
-            .servers
-            .pinning
-            .as_ref()
-            .map_or(session.meta.machine.logical_cores, |p| p.server.len()),
+        cores: settings.servers.cores(session.meta.machine.logical_cores),
         cost_ms: &cost_ms,
     };
     cells::each(

@@ -185,11 +185,7 @@ pub fn main(args: &SplitArgs, lab_exe: PathBuf) -> Result<SplitRun, Error> {
     .into_iter()
     .map(|(runtime, ms)| (runtime, kernel::median(&ms).unwrap_or(f64::NAN)))
     .collect();
-    let cores = settings
-        .servers
-        .pinning
-        .as_ref()
-        .map_or(session.meta.machine.logical_cores, |p| p.server.len());
+    let cores = settings.servers.cores(session.meta.machine.logical_cores);
     let mut run = SplitRun {
         schema_version: report::SCHEMA_VERSION,
         meta: session.meta.clone(),

@@ -64,6 +64,19 @@ pub fn observe<O: Default>(
     Some(observed)
 }
 
+/// A run's Markdown closing section: one line per cell that failed,
+/// `label` naming it, and why; nothing when none did.
+pub fn failures<C: CellRecord>(cells: &[C], label: impl Fn(&C) -> String) -> String {
+    let lines: Vec<String> = cells
+        .iter()
+        .filter_map(|cell| Some(format!("- {}: {}\n", label(cell), cell.failure()?)))
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("\n## Failures\n\n{}", lines.concat())
+}
+
 /// A cell's server for its whole life: started with `request`, handed to
 /// `body` with the cell's working data `out`, then stopped with SIGTERM,
 /// waiting out its grace period and 3 s more (a server may still be
@@ -133,4 +146,34 @@ pub fn each<T, P, C: CellRecord>(
     })?;
     session.finish(&mut run.meta);
     write(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Cell(&'static str, Option<&'static str>);
+
+    impl CellRecord for Cell {
+        fn failure(&self) -> Option<&str> {
+            self.1
+        }
+        fn summary(&self) -> String {
+            String::new()
+        }
+    }
+
+    #[test]
+    fn failures_lists_only_the_failed_cells_each_named_with_its_reason() {
+        let cells = [
+            Cell("a", None),
+            Cell("b", Some("no ready line")),
+            Cell("c", None),
+        ];
+        assert_eq!(
+            failures(&cells, |c| c.0.to_owned()),
+            "\n## Failures\n\n- b: no ready line\n"
+        );
+        assert_eq!(failures(&cells[..1], |c| c.0.to_owned()), "");
+    }
 }

@@ -249,24 +249,9 @@ fn markdown(run: &BalanceRun) -> String {
          10 ms ticks; primary µs/conn: the same per connection, where there were 1000 or \
          more.\n",
     );
-    let failed: Vec<&CellRecord> = run
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::Failed)
-        .collect();
-    if !failed.is_empty() {
-        out.push_str("\n## Failures\n\n");
-        for cell in failed {
-            let _ = writeln!(
-                out,
-                "- {} {} w={}: {}",
-                cell.scenario,
-                cell.policy(),
-                cell.workers,
-                cell.error.as_deref().unwrap_or("?")
-            );
-        }
-    }
+    out.push_str(&cells::failures(&run.cells, |cell| {
+        format!("{} {} w={}", cell.scenario, cell.policy(), cell.workers)
+    }));
     out
 }
 

@@ -217,23 +217,9 @@ fn markdown(run: &BlockRun) -> String {
     );
     out.push_str(&tables(run));
     out.push_str("\n\n![/io p99 and loop lag against the CPU share](block.svg)\n");
-    let failed: Vec<&CellRecord> = run
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::Failed)
-        .collect();
-    if !failed.is_empty() {
-        out.push_str("\n## Failures\n\n");
-        for cell in failed {
-            let _ = writeln!(
-                out,
-                "- {} at {:.0}%: {}",
-                cell.variant,
-                cell.share * 100.0,
-                cell.error.as_deref().unwrap_or("?")
-            );
-        }
-    }
+    out.push_str(&cells::failures(&run.cells, |cell| {
+        format!("{} at {:.0}%", cell.variant, cell.share * 100.0)
+    }));
     out
 }
 

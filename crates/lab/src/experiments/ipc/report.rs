@@ -211,22 +211,9 @@ fn markdown(run: &IpcRun) -> String {
     }
     out.push_str(&tables(run));
     out.push_str("\n\n![time per message and throughput against the payload size](ipc.svg)\n");
-    let failed: Vec<&TransportRecord> = run
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::Failed)
-        .collect();
-    if !failed.is_empty() {
-        out.push_str("\n## Failures\n\n");
-        for cell in failed {
-            let _ = writeln!(
-                out,
-                "- {}: {}",
-                cell.transport,
-                cell.error.as_deref().unwrap_or("?")
-            );
-        }
-    }
+    out.push_str(&cells::failures(&run.cells, |cell| {
+        cell.transport.to_string()
+    }));
     out
 }
 

@@ -208,24 +208,9 @@ fn markdown(run: &SplitRun) -> String {
     );
     out.push_str(&tables(run));
     out.push_str("\n\n![lone p50 and saturated req/s against the parts](split.svg)\n");
-    let failed: Vec<&CellRecord> = run
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::Failed)
-        .collect();
-    if !failed.is_empty() {
-        out.push_str("\n## Failures\n\n");
-        for cell in failed {
-            let _ = writeln!(
-                out,
-                "- {} parts={} {}: {}",
-                cell.variant,
-                cell.parts,
-                cell.load.name(),
-                cell.error.as_deref().unwrap_or("?")
-            );
-        }
-    }
+    out.push_str(&cells::failures(&run.cells, |cell| {
+        format!("{} parts={} {}", cell.variant, cell.parts, cell.load.name())
+    }));
     out
 }
 

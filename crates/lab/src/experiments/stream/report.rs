@@ -195,24 +195,9 @@ fn markdown(run: &StreamRun) -> String {
     );
     out.push_str(&table(run));
     out.push_str("\n\n![server memory per client against the clients](stream.svg)\n");
-    let failed: Vec<&CellRecord> = run
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::Failed)
-        .collect();
-    if !failed.is_empty() {
-        out.push_str("\n## Failures\n\n");
-        for c in failed {
-            let _ = writeln!(
-                out,
-                "- {} /{} x{}: {}",
-                c.model,
-                c.endpoint,
-                c.clients,
-                c.error.as_deref().unwrap_or("?")
-            );
-        }
-    }
+    out.push_str(&cells::failures(&run.cells, |c| {
+        format!("{} /{} x{}", c.model, c.endpoint, c.clients)
+    }));
     out
 }
 

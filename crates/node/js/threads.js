@@ -5,8 +5,9 @@
 //
 // - `/`, `/io`, `/data`, `/stats` stay on the event loop (`x-worker: main`);
 //   a job answers with the slot of the thread that ran it.
-// - The queue holds up to --queue jobs waiting for a free thread; when it is
-//   full a job is refused at once: 503 with `retry-after: 1`.
+// - The queue holds up to --queue jobs waiting for a free thread; a request
+//   whose jobs do not fit (a `/cpu` of P parts is P jobs) is refused at
+//   once, whole: 503 with `retry-after: 1`.
 // - The dataset is one SharedArrayBuffer, handed to every thread without a
 //   copy (the loop serves `/data` from it).
 // - A thread that ends (an uncaught exception: the Worker's 'error' event;

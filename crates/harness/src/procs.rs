@@ -440,8 +440,19 @@ mod tests {
             .unwrap();
         let pgid = child.id() as i32;
         let before = counters(pgid);
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        let grown = counters(pgid).since(before);
+        // Polled, not read once after a fixed wait: on a loaded machine this
+        // thread may first run again after the shell's first sleep, and
+        // read the second one's switch only once the loop is done. The
+        // deadline is a generous upper bound, not a speed claim.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let grown = loop {
+            let grown = counters(pgid).since(before);
+            let done = grown.user_s + grown.system_s > 0.0 && grown.voluntary >= 1;
+            if done || std::time::Instant::now() > deadline {
+                break grown;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
         let _ = child.kill();
         let _ = child.wait();
         assert!(grown.user_s + grown.system_s > 0.0, "{grown:?}");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use harness::cpus::{self, Pinning};
 use harness::servers::{Registry, ServerKind, ServerOptions, Servers, Template};
+use harness::session::{self, Session};
 use service::contract::{Balance, DatasetLoad};
 
 /// How the servers are found, started and configured.
@@ -173,6 +174,23 @@ pub struct OutputArgs {
     /// The run's folder name [default: UTC date and time, then what ran].
     #[arg(long, value_name = "NAME", value_parser = parse_run_name)]
     pub name: Option<String>,
+}
+
+impl OutputArgs {
+    /// Opens the run: its folder under `--out` is `--name`, or the UTC date
+    /// and time and `what` ran.
+    pub fn session(
+        &self,
+        what: &str,
+        lab_exe: PathBuf,
+        pinning: Option<Pinning>,
+    ) -> Result<Session, crate::Error> {
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| session::default_name(what));
+        Ok(Session::open(&self.out, &name, lab_exe, pinning)?)
+    }
 }
 
 /// Keeps the first of each value, in the order given: flag lists may

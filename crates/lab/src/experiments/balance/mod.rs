@@ -32,7 +32,6 @@ use std::time::Duration;
 use clap::ValueEnum;
 use harness::kernel::{self, Runtime};
 use harness::servers::ServerKind;
-use harness::session::{self, Session};
 use serde::{Deserialize, Serialize};
 use service::contract::Balance;
 
@@ -182,19 +181,14 @@ impl Settings {
 /// the end.
 pub fn main(args: &BalanceArgs, lab_exe: PathBuf) -> Result<BalanceRun, Error> {
     let settings = args.settings().map_err(Error::BadInput)?;
-    let name = args.output.name.clone().unwrap_or_else(|| {
-        session::default_name(if settings.quick {
-            "balance-quick"
-        } else {
-            "balance"
-        })
-    });
-    let session = Session::open(
-        &args.output.out,
-        &name,
-        lab_exe,
-        settings.servers.pinning.clone(),
-    )?;
+    let what = if settings.quick {
+        "balance-quick"
+    } else {
+        "balance"
+    };
+    let session = args
+        .output
+        .session(what, lab_exe, settings.servers.pinning.clone())?;
     let (servers, kinds) = settings.servers.prepare(&settings.kinds)?;
     let cells = settings.cells(&kinds);
     if cells.is_empty() {

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use harness::kernel::{self, Runtime};
 use harness::servers::ServerKind;
-use harness::session::{self, Session};
 use service::contract::Offload;
 
 pub use args::BlockArgs;
@@ -126,19 +125,14 @@ impl Settings {
 /// the end.
 pub fn main(args: &BlockArgs, lab_exe: PathBuf) -> Result<BlockRun, Error> {
     let settings = args.settings().map_err(Error::BadInput)?;
-    let name = args.output.name.clone().unwrap_or_else(|| {
-        session::default_name(if settings.quick {
-            "block-quick"
-        } else {
-            "block"
-        })
-    });
-    let session = Session::open(
-        &args.output.out,
-        &name,
-        lab_exe,
-        settings.servers.pinning.clone(),
-    )?;
+    let what = if settings.quick {
+        "block-quick"
+    } else {
+        "block"
+    };
+    let session = args
+        .output
+        .session(what, lab_exe, settings.servers.pinning.clone())?;
     let (servers, kinds) = settings.servers.prepare(&settings.kinds)?;
     let cells = settings.cells(&kinds);
     let cpu_iters = settings

@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use harness::holder::{self, Caps};
 use harness::servers::ServerKind;
-use harness::session::{self, Session};
 
 pub use args::ConnsArgs;
 
@@ -90,19 +89,14 @@ pub fn main(args: &ConnsArgs, lab_exe: PathBuf) -> Result<ConnsRun, Error> {
     }
     let (caps, port_range) = holder::machine_caps(descriptors.limit, settings.lower_caps)
         .map_err(|e| Error::BadInput(e.to_string()))?;
-    let name = args.output.name.clone().unwrap_or_else(|| {
-        session::default_name(if settings.quick {
-            "conns-quick"
-        } else {
-            "conns"
-        })
-    });
-    let session = Session::open(
-        &args.output.out,
-        &name,
-        lab_exe,
-        settings.servers.pinning.clone(),
-    )?;
+    let what = if settings.quick {
+        "conns-quick"
+    } else {
+        "conns"
+    };
+    let session = args
+        .output
+        .session(what, lab_exe, settings.servers.pinning.clone())?;
     let (servers, kinds) = settings.servers.prepare(&settings.kinds)?;
     let mut run = ConnsRun {
         schema_version: report::SCHEMA_VERSION,

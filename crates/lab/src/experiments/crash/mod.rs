@@ -32,7 +32,6 @@ use harness::capacity::Offered;
 use harness::kernel;
 use harness::record::CellStatus;
 use harness::servers::ServerKind;
-use harness::session::{self, Session};
 use harness::timeline::RecoveryRule;
 use serde::{Deserialize, Serialize};
 use service::contract::CrashMode;
@@ -200,17 +199,9 @@ fn pairs(
 /// the timelines at the end.
 pub fn main(args: &CrashArgs, lab_exe: PathBuf) -> Result<CrashRun, Error> {
     let settings = args.settings().map_err(Error::BadInput)?;
-    let name = args
+    let session = args
         .output
-        .name
-        .clone()
-        .unwrap_or_else(|| session::default_name("crash"));
-    let session = Session::open(
-        &args.output.out,
-        &name,
-        lab_exe,
-        settings.servers.pinning.clone(),
-    )?;
+        .session("crash", lab_exe, settings.servers.pinning.clone())?;
     let (servers, kinds) = settings.servers.prepare(&settings.kinds)?;
     let pairs: Vec<(ServerKind, Fault)> = settings
         .pairs

@@ -29,7 +29,6 @@ pub mod report;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use harness::session::{self, Session};
 use ipc::{Bounds, Family, PeerCommand, Transport};
 
 pub use args::{IpcArgs, IpcPeerArgs};
@@ -81,11 +80,8 @@ pub fn main(args: &IpcArgs, lab_exe: PathBuf) -> Result<IpcRun, Error> {
             "none of the transports asked for can run here (see the line above)".into(),
         ));
     }
-    let name =
-        args.output.name.clone().unwrap_or_else(|| {
-            session::default_name(if settings.quick { "ipc-quick" } else { "ipc" })
-        });
-    let session = Session::open(&args.output.out, &name, lab_exe.clone(), None)?;
+    let what = if settings.quick { "ipc-quick" } else { "ipc" };
+    let session = args.output.session(what, lab_exe.clone(), None)?;
     let mut run = IpcRun {
         schema_version: report::SCHEMA_VERSION,
         meta: session.meta.clone(),

@@ -23,7 +23,6 @@ use std::path::PathBuf;
 
 use harness::kernel;
 use harness::record::{CellStatus, TableStyle};
-use harness::session::{self, Session};
 
 pub use args::RunArgs;
 
@@ -52,17 +51,9 @@ impl Outcome {
 /// Runs the whole matrix; prints the table to stdout at the end.
 pub fn main(args: &RunArgs, lab_exe: PathBuf) -> Result<Outcome, Error> {
     let plan = args.plan().map_err(Error::BadInput)?;
-    let name = args
-        .output
-        .name
-        .clone()
-        .unwrap_or_else(|| session::default_name(plan.profile.name()));
-    let session = Session::open(
-        &args.output.out,
-        &name,
-        lab_exe,
-        plan.servers.pinning.clone(),
-    )?;
+    let session =
+        args.output
+            .session(plan.profile.name(), lab_exe, plan.servers.pinning.clone())?;
     let plan = match &plan.remote {
         Some(remote) => named_remote(plan.clone(), remote)?,
         None => plan,

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use harness::kernel::{self, Runtime};
 use harness::servers::ServerKind;
-use harness::session::{self, Session};
 use serde::{Deserialize, Serialize};
 use service::contract::PoolKind;
 
@@ -150,19 +149,14 @@ impl Settings {
 /// the end.
 pub fn main(args: &SplitArgs, lab_exe: PathBuf) -> Result<SplitRun, Error> {
     let settings = args.settings().map_err(Error::BadInput)?;
-    let name = args.output.name.clone().unwrap_or_else(|| {
-        session::default_name(if settings.quick {
-            "split-quick"
-        } else {
-            "split"
-        })
-    });
-    let session = Session::open(
-        &args.output.out,
-        &name,
-        lab_exe,
-        settings.servers.pinning.clone(),
-    )?;
+    let what = if settings.quick {
+        "split-quick"
+    } else {
+        "split"
+    };
+    let session = args
+        .output
+        .session(what, lab_exe, settings.servers.pinning.clone())?;
     let (servers, kinds) = settings.servers.prepare(&settings.kinds)?;
     let cells = settings.cells(&kinds);
     let iters = settings

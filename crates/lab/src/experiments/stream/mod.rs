@@ -22,7 +22,6 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use harness::servers::ServerKind;
-use harness::session::{self, Session};
 use serde::{Deserialize, Serialize};
 
 pub use args::StreamArgs;
@@ -110,19 +109,14 @@ impl Settings {
 /// the end.
 pub fn main(args: &StreamArgs, lab_exe: PathBuf) -> Result<StreamRun, Error> {
     let settings = args.settings().map_err(Error::BadInput)?;
-    let name = args.output.name.clone().unwrap_or_else(|| {
-        session::default_name(if settings.quick {
-            "stream-quick"
-        } else {
-            "stream"
-        })
-    });
-    let session = Session::open(
-        &args.output.out,
-        &name,
-        lab_exe,
-        settings.servers.pinning.clone(),
-    )?;
+    let what = if settings.quick {
+        "stream-quick"
+    } else {
+        "stream"
+    };
+    let session = args
+        .output
+        .session(what, lab_exe, settings.servers.pinning.clone())?;
     let (servers, kinds) = settings.servers.prepare(&settings.kinds)?;
     let cells = settings.cells(&kinds);
     let mut run = StreamRun {

@@ -24,9 +24,10 @@ pub const PARTS_RANGE: std::ops::RangeInclusive<u32> = 1..=64;
 /// This is deliberately pure, synchronous and CPU-bound: it is the stand-in
 /// for "real work" that blocks whichever thread runs it.
 pub fn pbkdf2_hex(iters: u32, part: u32) -> String {
+    // Part 0, every request's only part by default, allocates nothing.
     let salt = match part {
-        0 => "salt".to_owned(),
-        p => format!("salt{p}"),
+        0 => std::borrow::Cow::Borrowed("salt"),
+        p => std::borrow::Cow::Owned(format!("salt{p}")),
     };
     let mut key = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<Sha256>(b"password", salt.as_bytes(), iters, &mut key);

@@ -127,10 +127,26 @@ fn rr_master_out_of_descriptors_backs_off_logs_once_and_recovers() {
     };
     assert!(health(&mut kept).unwrap().starts_with(b"HTTP/1.1 200"));
 
-    let in_use: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{master}/fd"))
-        .unwrap()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let open_fds = || -> std::collections::HashSet<u64> {
+        std::fs::read_dir(format!("/proc/{master}/fd"))
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    // The master closes its copy of `kept` when the worker's acknowledgement
+    // reaches its poll loop, which can be just after the answer arrived
+    // here: a hole that opens after the limit is set would let the next
+    // accept through (seen once). Read until two reads 100 ms apart agree
+    // (5 s at most, a generous bound).
+    let mut in_use = open_fds();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let again = open_fds();
+        if again == in_use {
+            break;
+        }
+        in_use = again;
+    }
     let lowest_free = (0..).find(|fd| !in_use.contains(fd)).unwrap();
     // The soft limit only: a lowered hard limit could not be raised again.
     let prlimit = |new: Option<u64>| {

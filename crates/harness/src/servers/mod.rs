@@ -93,6 +93,24 @@ pub struct StartRequest {
     pub idle_timeout_ms: Option<u64>,
 }
 
+impl StartRequest {
+    /// `workers` workers and a grace period of `grace_ms`, nothing else
+    /// asked for: an experiment sets the few fields it needs on top.
+    pub fn new(workers: u16, grace_ms: u64) -> StartRequest {
+        StartRequest {
+            workers,
+            grace_ms,
+            allow_crash: false,
+            worker_timeout_ms: None,
+            env: Vec::new(),
+            balance: None,
+            offload: None,
+            pool: None,
+            idle_timeout_ms: None,
+        }
+    }
+}
+
 /// Where the servers come from, and how they are configured.
 #[derive(Debug)]
 pub struct Servers {

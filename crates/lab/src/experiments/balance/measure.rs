@@ -132,15 +132,8 @@ fn uneven_rate(setup: &Setup, cell: &Cell) -> Result<f64, TrialError> {
 
 fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialError> {
     let request = StartRequest {
-        workers: cell.workers,
-        grace_ms: GRACE_MS,
-        allow_crash: false,
-        worker_timeout_ms: None,
-        env: Vec::new(),
         balance: Some(cell.policy.balance),
-        offload: None,
-        pool: None,
-        idle_timeout_ms: None,
+        ..StartRequest::new(cell.workers, GRACE_MS)
     };
     let (code, left) = crate::cells::with_server(
         setup.servers,

@@ -76,15 +76,8 @@ pub fn cpu_rate(share: f64, cores: usize, cost_ms: f64) -> f64 {
 
 fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialError> {
     let request = StartRequest {
-        workers: setup.settings.workers,
-        grace_ms: GRACE_MS,
-        allow_crash: false,
-        worker_timeout_ms: None,
-        env: Vec::new(),
-        balance: None,
         offload: cell.variant.offload,
-        pool: None,
-        idle_timeout_ms: None,
+        ..StartRequest::new(setup.settings.workers, GRACE_MS)
     };
     // A loop that fell behind may still be working through queued CPU
     // jobs: the stop gives it its grace period and the slack, as `lab run`

@@ -92,15 +92,8 @@ pub fn kind(setup: &Setup, kind: &ServerKind) -> Option<Observed> {
 fn measure(setup: &Setup, kind: &ServerKind, out: &mut Observed) -> Result<(), TrialError> {
     let settings = setup.settings;
     let request = StartRequest {
-        workers: settings.workers,
-        grace_ms: GRACE_MS,
-        allow_crash: false,
-        worker_timeout_ms: None,
-        env: Vec::new(),
-        balance: None,
-        offload: None,
-        pool: None,
         idle_timeout_ms: Some(IDLE_TIMEOUT_MS),
+        ..StartRequest::new(settings.workers, GRACE_MS)
     };
     let (code, _left) = crate::cells::with_server(
         setup.servers,

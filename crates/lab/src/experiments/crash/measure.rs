@@ -132,15 +132,10 @@ fn measure(
 ) -> Result<(), TrialError> {
     let settings = setup.settings;
     let request = StartRequest {
-        workers: settings.workers,
-        grace_ms: GRACE_MS,
         allow_crash: true,
         worker_timeout_ms: Some(settings.worker_timeout_ms),
         env: vec![(SERVER_ENV.0.into(), SERVER_ENV.1.into())],
-        balance: None,
-        offload: None,
-        pool: None,
-        idle_timeout_ms: None,
+        ..StartRequest::new(settings.workers, GRACE_MS)
     };
     let mut server = match setup.servers.start(kind, &request) {
         Ok(server) => server,

@@ -129,17 +129,7 @@ fn measure(
     if let Launch::Remote(addr) = cell.kind.launch {
         return measure_remote(setup, cell, addr, rate, out);
     }
-    let request = StartRequest {
-        workers: cell.workers,
-        grace_ms: GRACE_MS,
-        allow_crash: false,
-        worker_timeout_ms: None,
-        env: Vec::new(),
-        balance: None,
-        offload: None,
-        pool: None,
-        idle_timeout_ms: None,
-    };
+    let request = StartRequest::new(cell.workers, GRACE_MS);
     let mut server = match setup.servers.start(&cell.kind, &request) {
         Ok(server) => server,
         Err(failure) => {

@@ -59,15 +59,8 @@ pub fn path(iters: u32, parts: u32) -> String {
 
 fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialError> {
     let request = StartRequest {
-        workers: setup.settings.workers,
-        grace_ms: GRACE_MS,
-        allow_crash: false,
-        worker_timeout_ms: None,
-        env: Vec::new(),
-        balance: None,
-        offload: None,
         pool: cell.variant.pool,
-        idle_timeout_ms: None,
+        ..StartRequest::new(setup.settings.workers, GRACE_MS)
     };
     let (code, _left) = crate::cells::with_server(
         setup.servers,

@@ -83,17 +83,7 @@ impl KernelTcp {
 
 fn measure(setup: &Setup, cell: &Cell, out: &mut Observed) -> Result<(), TrialError> {
     let settings = setup.settings;
-    let request = StartRequest {
-        workers: settings.workers,
-        grace_ms: GRACE_MS,
-        allow_crash: false,
-        worker_timeout_ms: None,
-        env: Vec::new(),
-        balance: None,
-        offload: None,
-        pool: None,
-        idle_timeout_ms: None,
-    };
+    let request = StartRequest::new(settings.workers, GRACE_MS);
     let (code, _left) = crate::cells::with_server(
         setup.servers,
         &cell.kind,
